@@ -1,0 +1,85 @@
+// Package app is the presence-bridge command line: it parses the command and
+// its flags, loads the configuration and wires sources and sinks to the core.
+// It never calls os.Exit and reads the environment only through Env, so tests
+// run every command in-process.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0 // success
+	ExitFailure = 1 // runtime failure
+	ExitUsage   = 2 // usage or configuration error
+)
+
+// Env is what a command may use of the process.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// LookupEnv reads an environment variable (os.LookupEnv in main).
+	LookupEnv func(name string) (string, bool)
+	// Version and Commit identify the build (set with -ldflags -X in main).
+	Version, Commit string
+}
+
+func (e Env) getenv(name string) string {
+	if e.LookupEnv == nil {
+		return ""
+	}
+	v, _ := e.LookupEnv(name)
+	return v
+}
+
+const usage = `usage: presence-bridge <command> [flags]
+
+commands:
+  run            run the bridge (default)        -config FILE
+  check-config   validate and print the configuration, secrets redacted
+  demo           the whole home pipeline with simulated users, an embedded
+                 MQTT broker and a simulated Hue bridge
+  hue pair       wait for the Hue link button and print a new API key
+  hue groups     list a Hue bridge's groups
+  healthcheck    ask the running bridge's health endpoint (exit 0 when healthy)
+  version        print version, commit and Go version
+`
+
+// Run runs the command named by args (without the program name) and returns
+// the process exit code.
+func Run(ctx context.Context, args []string, env Env) int {
+	cmd := "run"
+	if len(args) > 0 && (len(args[0]) == 0 || args[0][0] != '-') {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runDaemon(ctx, args, env)
+	case "check-config":
+		return runCheckConfig(ctx, args, env)
+	case "demo":
+		return runDemo(ctx, args, env)
+	case "hue":
+		return runHue(ctx, args, env)
+	case "healthcheck":
+		return runHealthcheck(ctx, args, env)
+	case "version":
+		fmt.Fprintf(env.Stdout, "presence-bridge %s (commit %s, %s)\n", or(env.Version, "dev"), or(env.Commit, "unknown"), runtime.Version())
+		return ExitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(env.Stdout, usage)
+		return ExitOK
+	}
+	fmt.Fprintf(env.Stderr, "presence-bridge: unknown command %q\n\n%s", cmd, usage)
+	return ExitUsage
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
