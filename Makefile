@@ -1,0 +1,44 @@
+# Presence Bridge. `make demo` shows it working; `make test` runs every test.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BIN      := bin/presence-bridge
+
+.PHONY: build test test-short bench lint demo cross clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/presence-bridge
+
+# Every test, the integration ones (real mosquitto, the Service Bus stand-in) included.
+test:
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+# Only what needs nothing external.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Go benchmarks and the end-to-end load runs (all are testing.B benchmarks).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) tool staticcheck ./...
+
+demo:
+	$(GO) run ./cmd/presence-bridge demo
+
+# Static binaries for the three image platforms.
+cross:
+	@for p in linux/amd64 linux/arm64 linux/arm/v7; do \
+		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; arm=""; \
+		case $$rest in arm/v7) arm=7;; esac; \
+		out=dist/presence-bridge-$$os-$$arch$${arm:+v$$arm}; \
+		echo "building $$out"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/presence-bridge || exit 1; \
+	done
+
+clean:
+	rm -rf bin dist
