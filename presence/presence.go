@@ -184,6 +184,9 @@ type Update struct {
 	ExpiresAt time.Time
 	// Legacy is true when the update was decoded from the legacy body.
 	Legacy bool
+	// UnknownAvailability and UnknownActivity keep a value the decoder did
+	// not recognise (it decoded to PresenceUnknown), so that it can be logged.
+	UnknownAvailability, UnknownActivity string
 }
 
 // SameState reports whether u and v describe the same presence (what Home
