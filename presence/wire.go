@@ -61,18 +61,18 @@ type Meta struct {
 // wireBody holds both body shapes. encoding/json matches keys without regard
 // to case, so "ObjectId" and "availability" from either shape land here.
 type wireBody struct {
-	Version       *int    `json:"version"`
-	UserID        *string `json:"userId"`
-	ObjectID      *string `json:"ObjectId"` // legacy
-	TenantID      string  `json:"tenantId"`
-	UPN           string  `json:"upn"`
-	Availability  *string `json:"availability"`
-	Activity      *string `json:"activity"`
-	StatusMessage string  `json:"statusMessage"`
-	OutOfOffice   bool    `json:"outOfOffice"`
-	Sequence      string  `json:"sequence"`
-	ObservedAt    *string `json:"observedAt"`
-	ExpiresAt     *string `json:"expiresAt"`
+	Version       int    `json:"version"` // -1 when absent
+	UserID        string `json:"userId"`
+	ObjectID      string `json:"ObjectId"` // legacy
+	TenantID      string `json:"tenantId"`
+	UPN           string `json:"upn"`
+	Availability  string `json:"availability"`
+	Activity      string `json:"activity"`
+	StatusMessage string `json:"statusMessage"`
+	OutOfOffice   bool   `json:"outOfOffice"`
+	Sequence      string `json:"sequence"`
+	ObservedAt    string `json:"observedAt"`
+	ExpiresAt     string `json:"expiresAt"`
 }
 
 // Decode parses a message body in the version 1 wire format, or in the legacy
@@ -87,11 +87,11 @@ func Decode(body []byte, meta Meta) (Update, error) {
 	if !utf8.Valid(body) {
 		return Update{}, &DecodeError{Reason: ReasonInvalidJSON, Detail: "body is not valid UTF-8"}
 	}
-	var w wireBody
+	w := wireBody{Version: -1}
 	if err := json.Unmarshal(body, &w); err != nil {
 		return Update{}, jsonError(err)
 	}
-	if w.UserID == nil && w.ObjectID != nil {
+	if w.UserID == "" && w.ObjectID != "" {
 		return decodeLegacy(&w, meta)
 	}
 	return decodeV1(&w)
@@ -125,10 +125,8 @@ func jsonKind(goKind string) string {
 }
 
 func decodeV1(w *wireBody) (Update, error) {
-	if w.Version != nil {
-		if *w.Version != Version {
-			return Update{}, &DecodeError{Reason: ReasonInvalidField, Field: "version", Detail: fmt.Sprintf("unsupported version %d, want %d", *w.Version, Version)}
-		}
+	if w.Version != -1 && w.Version != Version {
+		return Update{}, &DecodeError{Reason: ReasonInvalidField, Field: "version", Detail: fmt.Sprintf("unsupported version %d, want %d", w.Version, Version)}
 	}
 	id, err := userID("userId", w.UserID)
 	if err != nil {
@@ -142,17 +140,17 @@ func decodeV1(w *wireBody) (Update, error) {
 		OutOfOffice:   w.OutOfOffice,
 		Sequence:      w.Sequence,
 	}
-	if err := u.setPresence("availability", w.Availability, "activity", w.Activity); err != nil {
+	if err := u.setPresence("availability", w.Availability, w.Activity); err != nil {
 		return Update{}, err
 	}
-	if w.ObservedAt == nil || *w.ObservedAt == "" {
+	if w.ObservedAt == "" {
 		return Update{}, &DecodeError{Reason: ReasonMissingField, Field: "observedAt", Detail: "required"}
 	}
-	if u.ObservedAt, err = parseTime("observedAt", *w.ObservedAt); err != nil {
+	if u.ObservedAt, err = parseTime("observedAt", w.ObservedAt); err != nil {
 		return Update{}, err
 	}
-	if w.ExpiresAt != nil && *w.ExpiresAt != "" {
-		if u.ExpiresAt, err = parseTime("expiresAt", *w.ExpiresAt); err != nil {
+	if w.ExpiresAt != "" {
+		if u.ExpiresAt, err = parseTime("expiresAt", w.ExpiresAt); err != nil {
 			return Update{}, err
 		}
 	}
@@ -168,23 +166,23 @@ func decodeLegacy(w *wireBody, meta Meta) (Update, error) {
 		return Update{}, &DecodeError{Reason: ReasonMissingField, Field: "enqueuedTime", Detail: "a legacy body is ordered by the message's enqueued time, which is missing"}
 	}
 	u := Update{UserID: id, UPN: w.UPN, ObservedAt: meta.EnqueuedTime.UTC(), Legacy: true}
-	if err := u.setPresence("Availability", w.Availability, "Activity", w.Activity); err != nil {
+	if err := u.setPresence("Availability", w.Availability, w.Activity); err != nil {
 		return Update{}, err
 	}
 	return u, nil
 }
 
-func (u *Update) setPresence(availKey string, avail *string, actKey string, act *string) error {
-	if avail == nil || *avail == "" {
+func (u *Update) setPresence(availKey, avail, act string) error {
+	if avail == "" {
 		return &DecodeError{Reason: ReasonMissingField, Field: availKey, Detail: "required"}
 	}
 	var ok bool
-	if u.Availability, ok = ParseAvailability(*avail); !ok {
-		u.UnknownAvailability = truncate(*avail)
+	if u.Availability, ok = ParseAvailability(avail); !ok {
+		u.UnknownAvailability = truncate(avail)
 	}
-	if act != nil && *act != "" {
-		if u.Activity, ok = ParseActivity(*act); !ok {
-			u.UnknownActivity = truncate(*act)
+	if act != "" {
+		if u.Activity, ok = ParseActivity(act); !ok {
+			u.UnknownActivity = truncate(act)
 		}
 	}
 	return nil
@@ -203,14 +201,14 @@ func truncate(s string) string {
 	return s + "…"
 }
 
-func userID(key string, v *string) (string, error) {
-	if v == nil || *v == "" {
+func userID(key, v string) (string, error) {
+	if v == "" {
 		return "", &DecodeError{Reason: ReasonMissingField, Field: key, Detail: "required"}
 	}
-	if !IsGUID(*v) {
-		return "", &DecodeError{Reason: ReasonInvalidField, Field: key, Detail: fmt.Sprintf("%q is not a GUID", truncate(*v))}
+	if !IsGUID(v) {
+		return "", &DecodeError{Reason: ReasonInvalidField, Field: key, Detail: fmt.Sprintf("%q is not a GUID", truncate(v))}
 	}
-	return strings.ToLower(*v), nil
+	return lowerASCII(v), nil
 }
 
 func parseTime(key, v string) (time.Time, error) {
@@ -241,6 +239,16 @@ func IsGUID(s string) bool {
 		}
 	}
 	return true
+}
+
+// lowerASCII lower-cases s, allocating only when it has upper-case letters.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
 }
 
 // CheckUser rejects an update that belongs to another user than the one

@@ -288,3 +288,14 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecode(b *testing.B) {
+	body := []byte(`{"version":1,"userId":"` + alex + `","tenantId":"72f988bf-0000-0000-0000-000000000000","upn":"alex@contoso.com","availability":"Busy","activity":"InACall","statusMessage":"Back at 3","outOfOffice":false,"sequence":"638680000000000000","observedAt":"2026-11-26T20:00:00.123Z","expiresAt":"2026-11-26T20:15:00Z"}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := Decode(body, Meta{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
