@@ -1,0 +1,134 @@
+package servicebus
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/presence-bridge/presence-bridge/bridge"
+)
+
+// health tracks every receiver's state, logs each outage once (a connection
+// outage once for all receivers, a configuration problem once per entity)
+// and reports the source's status as one component.
+type health struct {
+	log    *slog.Logger
+	status bridge.StatusReporter
+
+	mu       sync.Mutex
+	entities []string
+	down     map[string]failureKind // entity path → why it is down
+	started  map[string]bool        // entities that have been up at least once
+	lastOK   bool
+	lastText string
+	reported bool
+}
+
+func newHealth(log *slog.Logger, status bridge.StatusReporter) *health {
+	return &health{log: log, status: status, down: map[string]failureKind{}, started: map[string]bool{}}
+}
+
+// start registers the entities; until each has answered once the source
+// reports itself as connecting.
+func (h *health) start(entities []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.entities = entities
+	h.reportLocked()
+}
+
+// connDown reports whether some entity is down for a connection problem.
+func (h *health) connDownLocked() bool {
+	for _, k := range h.down {
+		if k == failConnection {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *health) fail(entity string, kind failureKind, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	prev, wasDown := h.down[entity]
+	if wasDown && prev == kind {
+		return // the same outage: logged already
+	}
+	if kind == failConnection && h.connDownLocked() {
+		h.down[entity] = kind // the connection outage is logged already
+		h.reportLocked()
+		return
+	}
+	h.down[entity] = kind
+	switch kind {
+	case failNotFound:
+		h.log.Error("service bus entity not found; check that the topic and subscription (or queue) exist and that users[].id/topic and service_bus.subscription/queue name them; retrying every few minutes",
+			"entity", entity, "err", err)
+	case failUnauthorized:
+		h.log.Error("service bus refused access; check the connection string's key and that it has Listen rights on the entity; retrying every few minutes",
+			"entity", entity, "err", err)
+	default:
+		h.log.Warn("service bus connection lost; reconnecting with back-off", "entity", entity, "err", err)
+	}
+	h.reportLocked()
+}
+
+func (h *health) ok(entity string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	kind, wasDown := h.down[entity]
+	first := !h.started[entity]
+	h.started[entity] = true
+	if !wasDown && !first {
+		return
+	}
+	delete(h.down, entity)
+	if wasDown {
+		if kind != failConnection {
+			h.log.Info("service bus entity is reachable again", "entity", entity)
+		} else if !h.connDownLocked() {
+			h.log.Info("service bus connection restored")
+		}
+	}
+	h.reportLocked()
+}
+
+func (h *health) reportLocked() {
+	if h.status == nil {
+		return
+	}
+	ok, text := true, ""
+	var bad []string
+	for _, e := range h.entities {
+		if _, d := h.down[e]; d {
+			bad = append(bad, e)
+		}
+	}
+	slices.Sort(bad)
+	switch {
+	case len(bad) > 0:
+		ok = false
+		text = fmt.Sprintf("%s: %s", bad[0], describe(h.down[bad[0]]))
+		if len(bad) > 1 {
+			text += fmt.Sprintf(" (and %d more)", len(bad)-1)
+		}
+	case len(h.started) < len(h.entities):
+		ok, text = false, "connecting"
+	}
+	if h.reported && ok == h.lastOK && text == h.lastText {
+		return
+	}
+	h.reported, h.lastOK, h.lastText = true, ok, text
+	h.status.SetStatus(SourceName, ok, text)
+}
+
+func describe(k failureKind) string {
+	switch k {
+	case failNotFound:
+		return "entity not found"
+	case failUnauthorized:
+		return "access denied (check the key's Listen rights)"
+	}
+	return "connection lost"
+}

@@ -1,0 +1,391 @@
+package servicebus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/Azure/go-amqp"
+
+	"github.com/presence-bridge/presence-bridge/bridge"
+	"github.com/presence-bridge/presence-bridge/presence"
+)
+
+// maxDescription bounds a dead-letter description (Service Bus keeps it in an
+// application property).
+const maxDescription = 1024
+
+// entityReceiver reads one entity (a user's subscription, or the queue).
+type entityReceiver struct {
+	opts   *Options
+	log    *slog.Logger
+	health *health
+	rcv    receiver
+	path   string
+	// userID is the lower-case id of the user whose topic this is; empty in
+	// queue mode, where the user comes from the body.
+	userID string
+}
+
+// run loops until ctx ends: wait for the core, take a batch, settle it.
+func (r *entityReceiver) run(ctx context.Context, sub bridge.Submitter) {
+	attempt := 0 // consecutive failures
+	empty := 0   // consecutive receives that returned nothing
+	healthy := false
+	for ctx.Err() == nil {
+		if !healthy {
+			// Probe the entity (attach, authorise, peek) so that its status
+			// is known, and recovery is noticed, without waiting for traffic.
+			if err := r.probe(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				attempt++
+				r.fail(err)
+				if !sleep(ctx, r.retryDelay(err, attempt)) {
+					return
+				}
+				continue
+			}
+			healthy, attempt = true, 0
+			r.health.ok(r.path)
+		}
+		if err := sub.WaitReady(ctx); err != nil {
+			return
+		}
+		msgs, err := r.rcv.ReceiveMessages(ctx, r.opts.BatchSize, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.TimeAfterFirstMessage})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			healthy = false
+			attempt++
+			r.fail(err)
+			if !sleep(ctx, r.retryDelay(err, attempt)) {
+				return
+			}
+			continue
+		}
+		if len(msgs) == 0 {
+			// The SDK returns nothing, and no error, when the link broke
+			// mid-receive; the next receive recovers it or fails. Probe
+			// first so that a dead connection is reported, and back off
+			// if it keeps happening.
+			healthy = false
+			empty++
+			if empty > 1 && !sleep(ctx, backoff(r.opts.RetryMin, r.opts.RetryMax, empty-1)) {
+				return
+			}
+			continue
+		}
+		empty = 0
+		r.handleBatch(ctx, sub, msgs)
+	}
+}
+
+// probe attaches the receiver if needed and checks that the entity answers.
+func (r *entityReceiver) probe(ctx context.Context) error {
+	_, err := r.rcv.PeekMessages(ctx, 1, nil)
+	return err
+}
+
+// failure kinds, each with its own log text, status detail and retry policy.
+type failureKind uint8
+
+const (
+	failConnection failureKind = iota + 1
+	failNotFound
+	failUnauthorized
+)
+
+func classify(err error) failureKind {
+	var sbErr *azservicebus.Error
+	if errors.As(err, &sbErr) {
+		switch sbErr.Code {
+		case azservicebus.CodeUnauthorizedAccess:
+			return failUnauthorized
+		case azservicebus.CodeNotFound:
+			return failNotFound
+		}
+	}
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) {
+		switch amqpErr.Condition {
+		case amqp.ErrCondNotFound:
+			return failNotFound
+		case amqp.ErrCondUnauthorizedAccess:
+			return failUnauthorized
+		case "com.microsoft:entity-disabled":
+			return failNotFound
+		}
+	}
+	return failConnection
+}
+
+func (r *entityReceiver) fail(err error) {
+	r.health.fail(r.path, classify(err), err)
+}
+
+// retryDelay is the back-off after the attempt-th consecutive failure:
+// exponential for connection problems, a long fixed wait for configuration
+// problems (missing entity, rights).
+func (r *entityReceiver) retryDelay(err error, attempt int) time.Duration {
+	if classify(err) != failConnection {
+		return r.opts.ConfigRetry
+	}
+	return backoff(r.opts.RetryMin, r.opts.RetryMax, attempt)
+}
+
+// backoff returns min·2^(attempt-1), capped at max.
+func backoff(minD, maxD time.Duration, attempt int) time.Duration {
+	d := minD
+	for i := 1; i < attempt && d < maxD; i++ {
+		d *= 2
+	}
+	return min(d, maxD)
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// held is one message in hand, with the time its lock must be renewed.
+type held struct {
+	msg     *azservicebus.ReceivedMessage
+	renewAt time.Time
+}
+
+// group is the messages of one user in a batch; newest was submitted.
+type group struct {
+	newest presence.Update
+	msgs   []*held
+}
+
+type groupOutcome struct {
+	g       *group
+	outcome bridge.Outcome
+}
+
+// handleBatch decodes msgs, dead-letters the invalid ones, submits the newest
+// update of each user and settles every message once the core has decided,
+// renewing locks meanwhile. When ctx ends first, whatever is undecided is
+// abandoned.
+func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, msgs []*azservicebus.ReceivedMessage) {
+	now := time.Now()
+	settler := newSettler(r, ctx)
+	defer settler.wait()
+
+	groups := map[string]*group{}
+	var order []*group
+	for _, m := range msgs {
+		u, err := r.decode(m)
+		if err != nil {
+			settler.deadLetter(m, err)
+			continue
+		}
+		h := &held{msg: m, renewAt: r.renewAt(m, now)}
+		g := groups[u.UserID]
+		if g == nil {
+			g = &group{newest: u}
+			groups[u.UserID] = g
+			order = append(order, g)
+		} else if presence.Compare(g.newest, u) > 0 {
+			g.newest = u
+		}
+		g.msgs = append(g.msgs, h)
+	}
+	if len(order) == 0 {
+		return
+	}
+
+	outcomes := make(chan groupOutcome, len(order)) // never blocks the core
+	for _, g := range order {
+		sub.Submit(g.newest, SourceName, func(o bridge.Outcome) { outcomes <- groupOutcome{g, o} })
+	}
+
+	pending := make(map[*group]bool, len(order))
+	for _, g := range order {
+		pending[g] = true
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for len(pending) > 0 {
+		next := r.nextRenewal(pending)
+		timer.Reset(time.Until(next))
+		select {
+		case res := <-outcomes:
+			delete(pending, res.g)
+			for _, h := range res.g.msgs {
+				if res.outcome.Settle() {
+					settler.complete(h.msg)
+				} else {
+					settler.abandon(h.msg)
+				}
+			}
+		case <-timer.C:
+			r.renewDue(ctx, pending)
+		case <-ctx.Done():
+			// Give back what the core has not decided on, so another
+			// consumer (or this one after a restart) gets it at once.
+			for g := range pending {
+				for _, h := range g.msgs {
+					settler.abandon(h.msg)
+				}
+			}
+			return
+		}
+	}
+}
+
+// decode turns a message into an update; the error is a *presence.DecodeError.
+func (r *entityReceiver) decode(m *azservicebus.ReceivedMessage) (presence.Update, error) {
+	var meta presence.Meta
+	if m.EnqueuedTime != nil {
+		meta.EnqueuedTime = *m.EnqueuedTime
+	}
+	u, err := presence.Decode(m.Body, meta)
+	if err != nil {
+		return u, err
+	}
+	if r.userID != "" {
+		if err := presence.CheckUser(u, r.userID); err != nil {
+			return u, err
+		}
+	}
+	u.UserID = strings.ToLower(u.UserID)
+	return u, nil
+}
+
+// renewAt is when a message received at now should have its lock renewed:
+// half-way through the lock.
+func (r *entityReceiver) renewAt(m *azservicebus.ReceivedMessage, now time.Time) time.Time {
+	lock := r.opts.DefaultLockDuration
+	if m.LockedUntil != nil {
+		if d := m.LockedUntil.Sub(now); d > 0 && d <= 10*time.Minute {
+			lock = d
+		}
+	}
+	return now.Add(lock / 2)
+}
+
+func (r *entityReceiver) nextRenewal(pending map[*group]bool) time.Time {
+	var next time.Time
+	for g := range pending {
+		for _, h := range g.msgs {
+			if next.IsZero() || h.renewAt.Before(next) {
+				next = h.renewAt
+			}
+		}
+	}
+	return next
+}
+
+// renewDue renews the locks that are due. A lock that cannot be renewed is
+// left alone: the message comes back later and the core then treats it as
+// the duplicate it is.
+func (r *entityReceiver) renewDue(ctx context.Context, pending map[*group]bool) {
+	now := time.Now()
+	for g := range pending {
+		for _, h := range g.msgs {
+			if h.renewAt.After(now) {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, r.opts.SettleTimeout)
+			err := r.rcv.RenewMessageLock(rctx, h.msg, nil)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.log.Warn("cannot renew a message lock; the message will be delivered again", "sequence_number", seq(h.msg), "err", err)
+				h.renewAt = now.Add(r.opts.DefaultLockDuration) // do not retry in a loop
+				continue
+			}
+			h.renewAt = r.renewAt(h.msg, time.Now())
+		}
+	}
+}
+
+// settler runs the settlements of one batch with bounded concurrency.
+type settler struct {
+	r *entityReceiver
+	// ctx is the receive context; settlements started after it ends use a
+	// fresh context bounded by SettleTimeout.
+	ctx context.Context
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+func newSettler(r *entityReceiver, ctx context.Context) *settler {
+	return &settler{r: r, ctx: ctx, sem: make(chan struct{}, r.opts.SettleConcurrency)}
+}
+
+func (s *settler) do(op string, m *azservicebus.ReceivedMessage, fn func(ctx context.Context) error) {
+	s.sem <- struct{}{}
+	s.wg.Go(func() {
+		defer func() { <-s.sem }()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.r.opts.SettleTimeout)
+		defer cancel()
+		if err := fn(ctx); err != nil {
+			// The message comes back once its lock expires; the core then
+			// completes it as a duplicate or applies it.
+			s.r.log.Warn("cannot settle a message; it will be delivered again", "op", op, "sequence_number", seq(m), "err", err)
+		}
+	})
+}
+
+func (s *settler) wait() { s.wg.Wait() }
+
+func (s *settler) complete(m *azservicebus.ReceivedMessage) {
+	s.do("complete", m, func(ctx context.Context) error { return s.r.rcv.CompleteMessage(ctx, m, nil) })
+}
+
+func (s *settler) abandon(m *azservicebus.ReceivedMessage) {
+	s.do("abandon", m, func(ctx context.Context) error { return s.r.rcv.AbandonMessage(ctx, m, nil) })
+}
+
+func (s *settler) deadLetter(m *azservicebus.ReceivedMessage, err error) {
+	reason, desc := deadLetterReason(err)
+	s.r.log.Warn("invalid message dead-lettered", "reason", reason, "description", desc, "sequence_number", seq(m), "message_id", m.MessageID)
+	s.do("dead-letter", m, func(ctx context.Context) error {
+		return s.r.rcv.DeadLetterMessage(ctx, m, &azservicebus.DeadLetterOptions{Reason: &reason, ErrorDescription: &desc})
+	})
+}
+
+// deadLetterReason gives the dead-letter reason (the presence package's code)
+// and a short description for a decode failure.
+func deadLetterReason(err error) (reason, description string) {
+	var de *presence.DecodeError
+	if errors.As(err, &de) {
+		reason = string(de.Reason)
+		description = de.Detail
+		if de.Field != "" {
+			description = de.Field + ": " + de.Detail
+		}
+	} else {
+		reason, description = string(presence.ReasonInvalidJSON), err.Error()
+	}
+	if len(description) > maxDescription {
+		description = description[:maxDescription]
+	}
+	return reason, description
+}
+
+func seq(m *azservicebus.ReceivedMessage) int64 {
+	if m.SequenceNumber == nil {
+		return 0
+	}
+	return *m.SequenceNumber
+}

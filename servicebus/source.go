@@ -1,0 +1,227 @@
+// Package servicebus is the bridge's Service Bus source: it reads presence
+// messages in peek-lock mode from every configured user's topic subscription
+// (or from one queue that every subscription auto-forwards into), decodes them
+// with the presence package and hands them to the core.
+//
+// Settlement follows the "no presence change is lost" rule: a message is
+// completed only once the core reports its outcome (Applied once durable,
+// Heartbeat, Stale and Unconfigured at once); invalid messages are
+// dead-lettered with the presence package's reason and a short description;
+// everything still in hand when the source stops is abandoned so that another
+// consumer gets it at once.
+//
+// Each receiver takes one batch at a time. Within a batch only the newest
+// update per user is submitted; the messages it supersedes are completed
+// together with it. While the core is not ready (its durable sink, MQTT, is
+// down) no batch is taken, and while a batch waits for the core its locks are
+// renewed: a message is never abandoned to wait, because every abandon counts
+// as a delivery and Service Bus dead-letters after its max delivery count.
+package servicebus
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
+	"github.com/presence-bridge/presence-bridge/bridge"
+	"github.com/presence-bridge/presence-bridge/config"
+)
+
+// SourceName is what the source passes to Submit and the component it
+// reports its status under.
+const SourceName = "service_bus"
+
+// Options configure a Source. Zero tuning values take the defaults.
+type Options struct {
+	Config config.ServiceBus
+	Users  []config.User
+	Logger *slog.Logger
+	// Status receives the connectivity of all receivers together, as
+	// component "service_bus". Optional.
+	Status bridge.StatusReporter
+
+	// BatchSize is the most messages taken per receive; default 100.
+	BatchSize int
+	// TimeAfterFirstMessage is how long a receive waits for more messages
+	// after the first one arrived; default 20ms (the SDK's default).
+	TimeAfterFirstMessage time.Duration
+	// SettleTimeout bounds each settlement, and the abandons after the
+	// source is cancelled; default 10s.
+	SettleTimeout time.Duration
+	// SettleConcurrency is how many settlements of one receiver run at once;
+	// default 16.
+	SettleConcurrency int
+	// RetryMin and RetryMax bound the back-off after a connection failure;
+	// defaults 1s and 30s.
+	RetryMin, RetryMax time.Duration
+	// ConfigRetry is the wait before trying again an entity that does not
+	// exist or that the key may not read (a configuration problem: it is
+	// not retried in a hot loop); default 1 minute.
+	ConfigRetry time.Duration
+	// DefaultLockDuration is assumed when a message's lock expiry cannot be
+	// trusted (clock skew); default 30s.
+	DefaultLockDuration time.Duration
+	// ClientOptions override the SDK client's options (retries, TLS,
+	// websockets). Default: short SDK retries; the source retries on its own.
+	ClientOptions *azservicebus.ClientOptions
+}
+
+func (o *Options) setDefaults() {
+	o.BatchSize = cmp.Or(o.BatchSize, 100)
+	o.TimeAfterFirstMessage = cmp.Or(o.TimeAfterFirstMessage, 20*time.Millisecond)
+	o.SettleTimeout = cmp.Or(o.SettleTimeout, 10*time.Second)
+	o.SettleConcurrency = cmp.Or(o.SettleConcurrency, 16)
+	o.RetryMin = cmp.Or(o.RetryMin, time.Second)
+	o.RetryMax = max(cmp.Or(o.RetryMax, 30*time.Second), o.RetryMin)
+	o.ConfigRetry = cmp.Or(o.ConfigRetry, time.Minute)
+	o.DefaultLockDuration = cmp.Or(o.DefaultLockDuration, 30*time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ClientOptions == nil {
+		o.ClientOptions = &azservicebus.ClientOptions{
+			RetryOptions: azservicebus.RetryOptions{MaxRetries: 2, RetryDelay: 500 * time.Millisecond, MaxRetryDelay: 5 * time.Second},
+		}
+	}
+}
+
+// Source reads presence messages from Service Bus.
+type Source struct {
+	opts      Options
+	log       *slog.Logger
+	health    *health
+	clients   []*azservicebus.Client
+	receivers []*entityReceiver
+}
+
+// receiver is the part of *azservicebus.Receiver the source uses.
+type receiver interface {
+	ReceiveMessages(ctx context.Context, maxMessages int, options *azservicebus.ReceiveMessagesOptions) ([]*azservicebus.ReceivedMessage, error)
+	PeekMessages(ctx context.Context, maxMessageCount int, options *azservicebus.PeekMessagesOptions) ([]*azservicebus.ReceivedMessage, error)
+	CompleteMessage(ctx context.Context, message *azservicebus.ReceivedMessage, options *azservicebus.CompleteMessageOptions) error
+	AbandonMessage(ctx context.Context, message *azservicebus.ReceivedMessage, options *azservicebus.AbandonMessageOptions) error
+	DeadLetterMessage(ctx context.Context, message *azservicebus.ReceivedMessage, options *azservicebus.DeadLetterOptions) error
+	RenewMessageLock(ctx context.Context, message *azservicebus.ReceivedMessage, options *azservicebus.RenewMessageLockOptions) error
+	Close(ctx context.Context) error
+}
+
+var _ receiver = (*azservicebus.Receiver)(nil)
+
+// New prepares one receiver per user subscription, or one for the queue when
+// Config.Queue is set. It does not connect: Run does.
+func New(opts Options) (*Source, error) {
+	opts.setDefaults()
+	s := &Source{opts: opts, log: opts.Logger.With("component", SourceName)}
+	s.health = newHealth(s.log, opts.Status)
+	clients := map[string]*azservicebus.Client{}
+	client := func(connStr string) (*azservicebus.Client, error) {
+		if c, ok := clients[connStr]; ok {
+			return c, nil
+		}
+		c, err := azservicebus.NewClientFromConnectionString(connStr, opts.ClientOptions)
+		if err != nil {
+			// The SDK's parse errors do not repeat the key.
+			return nil, fmt.Errorf("servicebus: connection string: %w", err)
+		}
+		clients[connStr] = c
+		s.clients = append(s.clients, c)
+		return c, nil
+	}
+	add := func(connStr, topic, sub, queue, userID string) error {
+		c, err := client(connStr)
+		if err != nil {
+			return err
+		}
+		var r *azservicebus.Receiver
+		path := queue
+		if topic != "" {
+			path = topic + "/Subscriptions/" + sub
+			r, err = c.NewReceiverForSubscription(topic, sub, nil)
+		} else {
+			r, err = c.NewReceiverForQueue(queue, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("servicebus: receiver for %s: %w", path, err)
+		}
+		s.receivers = append(s.receivers, s.newEntityReceiver(r, path, userID))
+		return nil
+	}
+	cfg := opts.Config
+	var err error
+	switch {
+	case cfg.Queue != "":
+		if topic, sub, ok := strings.Cut(cfg.Queue, "/Subscriptions/"); ok {
+			err = add(cfg.ConnectionString.Value(), topic, sub, "", "")
+		} else {
+			err = add(cfg.ConnectionString.Value(), "", "", cfg.Queue, "")
+		}
+	case cfg.Subscription == "":
+		err = errors.New("servicebus: neither service_bus.subscription nor service_bus.queue is set")
+	case len(opts.Users) == 0:
+		err = errors.New("servicebus: no users configured")
+	default:
+		for _, u := range opts.Users {
+			cs := cmp.Or(u.ConnectionString.Value(), cfg.ConnectionString.Value())
+			if err = add(cs, u.TopicName(), cfg.Subscription, "", strings.ToLower(u.ID)); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		s.closeClients(context.Background())
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Source) newEntityReceiver(r receiver, path, userID string) *entityReceiver {
+	return &entityReceiver{
+		opts:   &s.opts,
+		log:    s.log.With("entity", path),
+		health: s.health,
+		rcv:    r,
+		path:   path,
+		userID: userID,
+	}
+}
+
+// Entities lists the entity paths the source reads, in configuration order.
+func (s *Source) Entities() []string {
+	out := make([]string, len(s.receivers))
+	for i, r := range s.receivers {
+		out[i] = r.path
+	}
+	return out
+}
+
+// Run receives until ctx ends, then abandons the messages in hand and closes
+// the connections. It returns nil after a cancellation; a failing entity
+// never stops it (the failure is logged and reported as status).
+func (s *Source) Run(ctx context.Context, sub bridge.Submitter) error {
+	s.health.start(s.Entities())
+	var wg sync.WaitGroup
+	for _, r := range s.receivers {
+		wg.Go(func() { r.run(ctx, sub) })
+	}
+	wg.Wait()
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.SettleTimeout)
+	defer cancel()
+	for _, r := range s.receivers {
+		_ = r.rcv.Close(closeCtx)
+	}
+	s.closeClients(closeCtx)
+	return nil
+}
+
+func (s *Source) closeClients(ctx context.Context) {
+	for _, c := range s.clients {
+		_ = c.Close(ctx)
+	}
+}
