@@ -1,0 +1,101 @@
+package hue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// ErrPairTimeout: the link button was not pressed in time.
+var ErrPairTimeout = errors.New("link button not pressed in time")
+
+// PairOptions configure Pair.
+type PairOptions struct {
+	Host string
+	// DeviceType names the new key on the bridge ("presence-bridge#host");
+	// at most 40 characters are kept.
+	DeviceType string
+	// Timeout is how long to wait for the link button (default 2 minutes).
+	Timeout time.Duration
+	// PollInterval is the time between attempts (default 1 second).
+	PollInterval time.Duration
+	// HTTPClient is optional.
+	HTTPClient *http.Client
+	// Waiting is called once, after the first attempt found the link button
+	// not pressed, to prompt the user.
+	Waiting func()
+}
+
+// Pair asks the bridge for a new API key until its link button is pressed,
+// and returns the key. It gives up with ErrPairTimeout after the timeout.
+func Pair(ctx context.Context, opts PairOptions) (string, error) {
+	c, err := NewClient(ClientOptions{Host: opts.Host, HTTPClient: opts.HTTPClient})
+	if err != nil {
+		return "", err
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	interval := opts.PollInterval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	dt := opts.DeviceType
+	if dt == "" {
+		dt = "presence-bridge"
+	}
+	if len(dt) > 40 {
+		dt = dt[:40]
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	prompted := false
+	for {
+		user, err := c.CreateUser(ctx, dt)
+		if err == nil {
+			return user, nil
+		}
+		switch {
+		case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return "", fmt.Errorf("hue: pair with %s: %w (waited %s)", c.Host(), ErrPairTimeout, timeout)
+		case ctx.Err() != nil:
+			return "", ctx.Err()
+		case errors.Is(err, ErrLinkButton):
+			if !prompted && opts.Waiting != nil {
+				opts.Waiting()
+			}
+			prompted = true
+		case errors.Is(err, ErrRateLimited), isServerError(err):
+			// A busy bridge: try again.
+		default:
+			return "", fmt.Errorf("hue: pair with %s: %w", c.Host(), err)
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return "", fmt.Errorf("hue: pair with %s: %w (waited %s)", c.Host(), ErrPairTimeout, timeout)
+			}
+			return "", ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func isServerError(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Code >= 500
+}
+
+// ListGroups returns the groups of a bridge, sorted by id (`hue groups`).
+func ListGroups(ctx context.Context, host, username string, hc *http.Client) ([]Group, error) {
+	c, err := NewClient(ClientOptions{Host: host, Username: username, HTTPClient: hc})
+	if err != nil {
+		return nil, err
+	}
+	return c.Groups(ctx)
+}
