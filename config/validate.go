@@ -1,0 +1,379 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/presence-bridge/presence-bridge/presence"
+)
+
+// Validate reports every problem of c, each prefixed with its key path
+// (hue.bridges[0].groups[1].users[0]: unknown user "Alx"), joined.
+func (c *Config) Validate() error {
+	var p problems
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.HealthAddr != "" {
+		if err := checkHostPort(c.HealthAddr, true); err != nil {
+			p.add("health_addr", "%v", err)
+		}
+	}
+	c.validateUsers(&p)
+	c.validateServiceBus(&p)
+	c.MQTT.validate(&p)
+	c.validateHue(&p)
+	return p.err()
+}
+
+func (c *Config) validateUsers(p *problems) {
+	if len(c.Users) == 0 {
+		p.add("users", "at least one user is required")
+	}
+	ids := map[string]int{}
+	names := map[string]int{}
+	slugs := map[string]int{}
+	for i, u := range c.Users {
+		path := fmt.Sprintf("users[%d]", i)
+		switch {
+		case u.ID == "":
+			p.add(path+".id", "required (the user's Entra object id)")
+		case !presence.IsGUID(u.ID):
+			p.add(path+".id", "%q is not a GUID (the user's Entra object id looks like 6f1c2a3b-1111-2222-3333-444455556666)", u.ID)
+		default:
+			id := strings.ToLower(u.ID)
+			if j, dup := ids[id]; dup {
+				p.add(path+".id", "%s is also users[%d].id", u.ID, j)
+			} else {
+				ids[id] = i
+			}
+		}
+		switch {
+		case strings.TrimSpace(u.Name) == "":
+			p.add(path+".name", "required (it names the Home Assistant device)")
+		case Slug(u.Name) == "":
+			p.add(path+".name", "%q needs at least one letter or digit", u.Name)
+		default:
+			if j, dup := names[u.Name]; dup {
+				p.add(path+".name", "%q is also users[%d].name", u.Name, j)
+			} else if j, dup := slugs[Slug(u.Name)]; dup {
+				p.add(path+".name", "%q and users[%d].name give the same entity id %s", u.Name, j, Slug(u.Name))
+			}
+			names[u.Name] = i
+			slugs[Slug(u.Name)] = i
+		}
+		if u.Topic != "" && !validEntityName(u.Topic) {
+			p.add(path+".topic", "%q is not a Service Bus entity name (letters, digits, . - _ /)", u.Topic)
+		}
+		if u.ConnectionString != "" {
+			if c.ServiceBus.Queue != "" {
+				p.add(path+".connection_string", "a per-user connection string needs per-user subscriptions; with service_bus.queue set, one connection string serves everyone")
+			} else if err := checkConnectionString(u.ConnectionString.Value()); err != nil {
+				p.add(path+".connection_string", "%v", err)
+			}
+		}
+	}
+}
+
+func (c *Config) validateServiceBus(p *problems) {
+	sb := c.ServiceBus
+	allOwn := len(c.Users) > 0
+	for _, u := range c.Users {
+		allOwn = allOwn && u.ConnectionString != ""
+	}
+	switch {
+	case sb.ConnectionString != "":
+		if err := checkConnectionString(sb.ConnectionString.Value()); err != nil {
+			p.add("service_bus.connection_string", "%v", err)
+		}
+	case sb.Queue != "" || !allOwn:
+		p.add("service_bus.connection_string", "required (a Listen connection string of the namespace or topic)")
+	}
+	if sb.Queue != "" {
+		if !validEntityName(sb.Queue) {
+			p.add("service_bus.queue", "%q is not a queue or <topic>/Subscriptions/<name> path", sb.Queue)
+		}
+		return
+	}
+	if sb.Subscription == "" {
+		p.add("service_bus.subscription", "required unless service_bus.queue is set")
+	} else if !validEntityName(sb.Subscription) || strings.Contains(sb.Subscription, "/") {
+		p.add("service_bus.subscription", "%q is not a subscription name (letters, digits, . - _)", sb.Subscription)
+	}
+}
+
+func (m MQTT) validate(p *problems) {
+	if m.URL == "" {
+		if m.Username != "" || m.Password != "" || m.CAFile != "" {
+			p.add("mqtt.url", "required when mqtt.username, password or ca_file is set (leave all empty to run without Home Assistant)")
+		}
+		return
+	}
+	u, err := url.Parse(m.URL)
+	switch {
+	case err != nil:
+		p.add("mqtt.url", "not a URL: %v", unwrapURLError(err))
+	case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "ws" && u.Scheme != "wss":
+		p.add("mqtt.url", "scheme %q is not one of tcp, ssl, ws, wss (for example tcp://homeassistant.local:1883)", u.Scheme)
+	case u.Hostname() == "":
+		p.add("mqtt.url", "%q has no host", m.URL)
+	case u.Port() != "":
+		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+			p.add("mqtt.url", "port %q is not a port number", u.Port())
+		}
+	}
+	if err == nil && u.User != nil {
+		p.add("mqtt.url", "put the user name and password in mqtt.username and mqtt.password, not in the URL")
+	}
+	if m.Password != "" && m.Username == "" {
+		p.add("mqtt.password", "needs mqtt.username")
+	}
+	if m.CAFile != "" {
+		if _, err := os.Stat(m.CAFile); err != nil {
+			p.add("mqtt.ca_file", "cannot read %s: %v", m.CAFile, unwrapPathError(err))
+		}
+	}
+	if m.ClientID == "" {
+		p.add("mqtt.client_id", "required")
+	}
+	for _, t := range []struct{ key, v string }{{"mqtt.discovery_prefix", m.DiscoveryPrefix}, {"mqtt.base_topic", m.BaseTopic}} {
+		if err := checkTopic(t.v); err != nil {
+			p.add(t.key, "%v", err)
+		}
+	}
+	if m.BaseTopic != "" && Slug(m.BaseTopic) == "" {
+		p.add("mqtt.base_topic", "%q needs at least one letter or digit", m.BaseTopic)
+	}
+}
+
+func (c *Config) validateHue(p *problems) {
+	h := c.Hue
+	switch h.Mode {
+	case HueModeAuto, HueModeAlways, HueModeOff:
+	default:
+		p.add("hue.mode", "%q is not one of auto, always, off", h.Mode)
+	}
+	if h.MinInterval.Std() < 1e8 {
+		p.add("hue.min_interval", "%s is too short; Hue bridges take about one group command per second (at least 100ms)", h.MinInterval)
+	}
+	known := map[string]bool{}
+	for _, u := range c.Users {
+		known[u.Name] = true
+		known[strings.ToLower(u.ID)] = true
+	}
+	hosts := map[string]int{}
+	for i, b := range h.Bridges {
+		path := fmt.Sprintf("hue.bridges[%d]", i)
+		switch {
+		case b.Host == "":
+			p.add(path+".host", "required (the Hue bridge's address, for example 192.168.1.20)")
+		case strings.Contains(b.Host, "://"):
+			p.add(path+".host", "%q: give host[:port] without a scheme (the local API is plain http)", b.Host)
+		default:
+			if err := checkHostPort(b.Host, false); err != nil {
+				p.add(path+".host", "%v", err)
+			}
+			if j, dup := hosts[b.Host]; dup {
+				p.add(path+".host", "%s is also hue.bridges[%d].host", b.Host, j)
+			}
+			hosts[b.Host] = i
+		}
+		if b.Username == "" {
+			p.add(path+".username", "required (run `presence-bridge hue pair -host %s` to get one)", or(b.Host, "HOST"))
+		}
+		if len(b.Groups) == 0 {
+			p.add(path+".groups", "at least one group is required")
+		}
+		for j, g := range b.Groups {
+			gpath := fmt.Sprintf("%s.groups[%d]", path, j)
+			if strings.TrimSpace(g.Group) == "" {
+				p.add(gpath+".group", "required (a Hue room or zone name, or its numeric id; `presence-bridge hue groups` lists them)")
+			}
+			if len(g.Users) == 0 {
+				p.add(gpath+".users", "at least one user is required")
+			}
+			for k, name := range g.Users {
+				if !known[name] && !known[strings.ToLower(name)] {
+					p.add(fmt.Sprintf("%s.users[%d]", gpath, k), "unknown user %q", name)
+				}
+			}
+		}
+	}
+	statuses := map[string]int{}
+	for i, col := range h.Colors {
+		path := fmt.Sprintf("hue.colors[%d]", i)
+		_, isAvail := presence.ParseAvailability(col.Status)
+		_, isAct := presence.ParseActivity(col.Status)
+		switch {
+		case col.Status == "":
+			p.add(path+".status", "required (an availability or activity value such as Busy or InACall)")
+		case !isAvail && !isAct:
+			p.add(path+".status", "%q is not an availability or activity value", col.Status)
+		default:
+			key := strings.ToLower(col.Status)
+			if j, dup := statuses[key]; dup {
+				p.add(path+".status", "%s is also hue.colors[%d].status", col.Status, j)
+			}
+			statuses[key] = i
+		}
+		if col.Color != "" {
+			if _, err := ParseHexColor(col.Color); err != nil {
+				p.add(path+".color", "%v", err)
+			}
+		}
+		if col.Brightness != 0 && (col.Brightness < 1 || col.Brightness > 100) {
+			p.add(path+".brightness", "%d is not a percentage from 1 to 100", col.Brightness)
+		}
+		switch col.Effect {
+		case "", "none", "colorloop":
+		default:
+			p.add(path+".effect", "%q is not one of none, colorloop", col.Effect)
+		}
+		if col.Off && (col.Color != "" || col.Brightness != 0 || col.Effect != "") {
+			p.add(path+".off", "off: true leaves the lamps off; drop color, brightness and effect")
+		}
+		if !col.Off && col.Color == "" && col.Brightness == 0 && col.Effect == "" && col.Status != "" {
+			p.add(path, "give color, brightness, effect or off: true")
+		}
+	}
+}
+
+// RGB is a colour from a hex string.
+type RGB struct{ R, G, B uint8 }
+
+// ParseHexColor reads "#rrggbb" or "#rgb".
+func ParseHexColor(s string) (RGB, error) {
+	h, ok := strings.CutPrefix(s, "#")
+	if !ok || (len(h) != 6 && len(h) != 3) {
+		return RGB{}, fmt.Errorf("%q is not a colour like #ff0000", s)
+	}
+	if len(h) == 3 {
+		h = string([]byte{h[0], h[0], h[1], h[1], h[2], h[2]})
+	}
+	v, err := strconv.ParseUint(h, 16, 32)
+	if err != nil {
+		return RGB{}, fmt.Errorf("%q is not a colour like #ff0000", s)
+	}
+	return RGB{uint8(v >> 16), uint8(v >> 8), uint8(v)}, nil
+}
+
+// Slug is a name lower-cased with every character outside [a-z0-9_]
+// replaced by "_" (Home Assistant entity ids and discovery node ids).
+func Slug(name string) string {
+	var b strings.Builder
+	letters := false
+	for _, r := range strings.ToLower(name) {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			b.WriteRune(r)
+			letters = true
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	if !letters {
+		return ""
+	}
+	return b.String()
+}
+
+func checkTopic(t string) error {
+	switch {
+	case t == "":
+		return fmt.Errorf("required")
+	case strings.ContainsAny(t, "+#"):
+		return fmt.Errorf("%q must not contain the MQTT wildcards + or #", t)
+	case strings.HasPrefix(t, "/") || strings.HasSuffix(t, "/") || strings.Contains(t, "//"):
+		return fmt.Errorf("%q must not start or end with / or contain an empty level", t)
+	}
+	return nil
+}
+
+func checkHostPort(s string, needPort bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		if needPort {
+			return fmt.Errorf("%q is not host:port", s)
+		}
+		host, port = s, ""
+	}
+	if host == "" && !needPort {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if strings.ContainsAny(host, "/ ?#@") {
+		return fmt.Errorf("%q is not a host name or address", s)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q is not a port number", port)
+		}
+	}
+	return nil
+}
+
+// checkConnectionString checks the shape of a Service Bus connection string
+// without ever repeating it (it holds a key).
+func checkConnectionString(s string) error {
+	fields := map[string]string{}
+	for part := range strings.SplitSeq(s, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return fmt.Errorf("not a Service Bus connection string (want Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…)")
+		}
+		fields[strings.ToLower(k)] = v
+	}
+	ep := fields["endpoint"]
+	if ep == "" {
+		return fmt.Errorf("has no Endpoint=sb://<namespace>.servicebus.windows.net/")
+	}
+	u, err := url.Parse(ep)
+	if err != nil || u.Scheme != "sb" || u.Host == "" {
+		return fmt.Errorf("endpoint must look like sb://<namespace>.servicebus.windows.net/")
+	}
+	if fields["sharedaccesssignature"] == "" && (fields["sharedaccesskeyname"] == "" || fields["sharedaccesskey"] == "") {
+		return fmt.Errorf("needs SharedAccessKeyName and SharedAccessKey (or SharedAccessSignature)")
+	}
+	return nil
+}
+
+func validEntityName(s string) bool {
+	if s == "" || len(s) > 260 {
+		return false
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_/$", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
