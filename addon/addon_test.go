@@ -249,7 +249,9 @@ func unusedAddr(t *testing.T) string {
 // TestLoadUnreadableOptions: the image runs as non-root and the Supervisor
 // writes options.json 0600 root: the options then come from the API.
 func TestLoadUnreadableOptions(t *testing.T) {
-	denied := func(string) ([]byte, error) { return nil, &fs.PathError{Op: "open", Path: "/data/options.json", Err: fs.ErrPermission} }
+	denied := func(string) ([]byte, error) {
+		return nil, &fs.PathError{Op: "open", Path: "/data/options.json", Err: fs.ErrPermission}
+	}
 	answers := mqttOK(mosquittoService)
 	answers["GET /addons/self/options/config"] = answer{200, `{"result":"ok","data":` + minimalOptions + `}`}
 	sup := newFakeSupervisor(t, answers)
