@@ -370,21 +370,19 @@ func parseReplyArray(data []byte) ([]json.RawMessage, error) {
 // missing address made huego panic), a non-numeric type is not.
 func parseAPIError(raw json.RawMessage) error {
 	var e struct {
-		Type        *json.Number `json:"type"`
-		Address     any          `json:"address"`
-		Description any          `json:"description"`
+		Type        json.RawMessage `json:"type"`
+		Address     any             `json:"address"`
+		Description any             `json:"description"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&e); err != nil {
+	if err := json.Unmarshal(raw, &e); err != nil {
 		return fmt.Errorf("%w: error object: %v", ErrBadReply, err)
 	}
-	if e.Type == nil {
+	if len(e.Type) == 0 || string(e.Type) == "null" {
 		return fmt.Errorf("%w: error object without type", ErrBadReply)
 	}
-	t, err := strconv.Atoi(e.Type.String())
+	t, err := strconv.Atoi(string(e.Type))
 	if err != nil {
-		return fmt.Errorf("%w: error type %q", ErrBadReply, e.Type.String())
+		return fmt.Errorf("%w: error type %s", ErrBadReply, clip(string(e.Type)))
 	}
 	addr, _ := e.Address.(string)
 	desc, _ := e.Description.(string)
@@ -395,7 +393,7 @@ func parseAPIError(raw json.RawMessage) error {
 func clip(s string) string {
 	const max = 200
 	if len(s) > max {
-		return s[:max] + "…"
+		return strings.ToValidUTF8(s[:max], "") + "…"
 	}
 	return s
 }

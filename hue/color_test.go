@@ -16,11 +16,11 @@ func near(a, b [2]float64, tol float64) bool {
 
 func TestXYFromRGB(t *testing.T) {
 	tests := []struct {
-		name    string
-		hex     string
-		gamut   Gamut
-		want    [2]float64
-		tol     float64
+		name  string
+		hex   string
+		gamut Gamut
+		want  [2]float64
+		tol   float64
 	}{
 		// Pure sRGB red lies outside gamut C's red corner region: it lands on
 		// the gamut's edge near its red vertex.

@@ -239,7 +239,6 @@ func (s *Sink) transitionLocked(wasActive bool) {
 		for _, b := range s.bridges {
 			for _, g := range b.groups {
 				g.onKnown, g.colorKnown, g.failedLook = false, false, nil
-				g.dirtySince = time.Now()
 			}
 		}
 		s.log.Info("hue takes control of the lamps")
@@ -305,7 +304,11 @@ func (s *Sink) updateDesiredLocked(g *groupState) bool {
 	}
 	g.desired, g.hasDesired = look, true
 	g.failedLook = nil
-	g.dirtySince = time.Now()
+	if g.dirtySince.IsZero() {
+		// Waiting starts with the first change not sent; later changes keep
+		// the group's place in the queue.
+		g.dirtySince = time.Now()
+	}
 	return true
 }
 
@@ -348,6 +351,11 @@ func (g *groupState) applied(a Action, look Look) {
 		g.colorKnown = true
 		g.known = look
 	}
+	// Still dirty (the look changed meanwhile): to the back of the queue.
+	g.dirtySince = time.Time{}
+	if g.hasDesired && !actionFor(g).Empty() {
+		g.dirtySince = time.Now()
+	}
 }
 
 // job is one command the loop decided to send.
@@ -377,7 +385,11 @@ func (s *Sink) next(b *bridgeLoop) (job, bool) {
 		}
 		a := actionFor(g)
 		if a.Empty() {
+			g.dirtySince = time.Time{}
 			continue
+		}
+		if g.dirtySince.IsZero() {
+			g.dirtySince = time.Now()
 		}
 		if pick == nil || g.dirtySince.Before(pick.dirtySince) {
 			pick, pickAction = g, a

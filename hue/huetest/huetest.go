@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -543,7 +544,7 @@ func (b *Bridge) groupJSONLocked(g *groupState) map[string]any {
 		"state":   map[string]bool{"all_on": on, "any_on": on},
 		"recycle": false,
 		"class":   "Office",
-		"action":  g.action,
+		"action":  maps.Clone(g.action),
 	}
 }
 
