@@ -40,20 +40,24 @@
 //     This holds for every endpoint, so this package calls all three it
 //     uses (GET /groups and /lights, PUT /groups/<id>/action, POST /api)
 //     with net/http through Client: an injected *http.Client, a time-out
-//     through the context of every call, status codes checked.
+//     through the context of every call, status codes checked
+//     (TestHuegoIgnoresStatusCodes, TestClientTimesOut,
+//     TestClientUsesInjectedHTTPClient).
 //   - State.On has no omitempty, so State{Bri: 100} switches a group off,
 //     and every command carries "on". Action has pointer fields: "on" is
 //     sent only when meant (TestActionNeverSendsUnintendedOff).
 //   - hue 0, sat 0 and transitiontime 0 cannot be sent (omitempty on
 //     values). Action's pointers send zeros (TestActionSendsZeroValues).
-//   - Group.On/Off panic on a group that was not fetched. Not used: groups
-//     are plain values here (TestGroupsFromListAreSafe).
+//   - Group.On/Off panic on a group that was not fetched. Not used: Group
+//     here is plain data (TestHuegoGroupOnPanicsWhenNotFetched).
 //   - An error object without "address" panics the client (unchecked type
 //     assertions). Error objects are decoded without assertions; table
-//     tests and FuzzParseReplies prove no reply panics.
+//     tests, TestHuegoPanicsOnErrorWithoutAddress and FuzzParseReplies
+//     prove no reply panics.
 //   - A host without a scheme is rewritten in place (a data race when
 //     shared). ParseHost builds an explicit http:// URL once and Client
-//     never changes it (TestClientConcurrentUseNoRace, under -race).
+//     never changes it (TestHuegoRewritesHostInPlace,
+//     TestClientConcurrentUseNoRace under -race).
 //   - Discovery calls an internet service. Not used: the host is configured.
 //
 // huego stays a test-only dependency: huego_test.go shows each defect
