@@ -38,8 +38,15 @@ const startTimeout = 10 * time.Second
 type Option func(*settings)
 
 type settings struct {
-	users map[string]string
-	extra []string
+	users     map[string]string
+	extra     []string
+	cert, key []byte
+}
+
+// WithTLS makes the listener speak TLS with the given PEM certificate chain
+// and key; URL then starts with ssl://.
+func WithTLS(certPEM, keyPEM []byte) Option {
+	return func(s *settings) { s.cert, s.key = certPEM, keyPEM }
 }
 
 // WithCredentials makes the broker refuse anonymous clients and accept only
@@ -65,6 +72,7 @@ type Broker struct {
 	dir  string
 	conf string
 	port int
+	tls  bool
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -96,7 +104,7 @@ func Start(t testing.TB, opts ...Option) *Broker {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatalf("mosquitto: chmod temp dir: %v", err)
 	}
-	b := &Broker{t: t, dir: dir, conf: filepath.Join(dir, "mosquitto.conf")}
+	b := &Broker{t: t, dir: dir, conf: filepath.Join(dir, "mosquitto.conf"), tls: s.cert != nil}
 	t.Cleanup(b.Stop)
 
 	var lastErr error
@@ -117,8 +125,14 @@ func Start(t testing.TB, opts ...Option) *Broker {
 	return nil
 }
 
-// URL is the broker's address for MQTT clients: tcp://127.0.0.1:PORT.
-func (b *Broker) URL() string { return "tcp://" + b.Addr() }
+// URL is the broker's address for MQTT clients: tcp://127.0.0.1:PORT, or
+// ssl://127.0.0.1:PORT with WithTLS.
+func (b *Broker) URL() string {
+	if b.tls {
+		return "ssl://" + b.Addr()
+	}
+	return "tcp://" + b.Addr()
+}
 
 // Addr is host:port of the broker.
 func (b *Broker) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
@@ -186,6 +200,16 @@ func (b *Broker) writeConfig(s settings) error {
 			return fmt.Errorf("write password file: %w", err)
 		}
 		fmt.Fprintf(&c, "allow_anonymous false\npassword_file %s\n", pw)
+	}
+	if s.cert != nil {
+		cert, key := filepath.Join(b.dir, "cert.pem"), filepath.Join(b.dir, "key.pem")
+		if err := os.WriteFile(cert, s.cert, 0o644); err != nil {
+			return fmt.Errorf("write certificate: %w", err)
+		}
+		if err := os.WriteFile(key, s.key, 0o644); err != nil {
+			return fmt.Errorf("write key: %w", err)
+		}
+		fmt.Fprintf(&c, "certfile %s\nkeyfile %s\n", cert, key)
 	}
 	for _, l := range s.extra {
 		c.WriteString(l + "\n")
