@@ -410,6 +410,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		wg.Go(func() { s.runBridge(ctx, b) })
 	}
 	wg.Wait()
+	<-ctx.Done() // also with no bridge configured
 	return nil
 }
 
@@ -441,6 +442,7 @@ func (s *Sink) runBridge(ctx context.Context, b *bridgeLoop) {
 		retryAt      time.Time // back-off after a failure of the bridge
 		resolveAt    time.Time // next look-up of groups not found
 		unauthorized bool
+		failing      bool   // an outage was logged
 		groupProblem string // groups not found, while the bridge works
 	)
 	wait := func(until time.Time, wake bool) bool {
@@ -474,9 +476,19 @@ func (s *Sink) runBridge(ctx context.Context, b *bridgeLoop) {
 				s.setProblem(b.host, fmt.Sprintf("hue bridge %s rejected the API key: press its link button, run `presence-bridge hue pair -host %s` and set the new username", b.host, b.host))
 			}
 		case errors.Is(err, ErrRateLimited):
-			log.Warn("hue bridge is rate limiting; backing off", "err", err)
+			// Busy, not broken: the health status stays as it is.
+			if !failing {
+				log.Warn("hue bridge is rate limiting; backing off", "err", err)
+			}
+			failing = true
 		default:
-			log.Warn("hue bridge call failed; backing off", "err", err)
+			// Once per outage; the retries log at debug level.
+			if !failing {
+				log.Warn("hue bridge call failed; retrying with back-off", "err", err)
+			} else {
+				log.Debug("hue bridge call failed again", "err", err)
+			}
+			failing = true
 			s.setProblem(b.host, fmt.Sprintf("hue bridge %s: %v", b.host, err))
 		}
 		retryAt = time.Now().Add(bo.next(limit))
@@ -484,8 +496,10 @@ func (s *Sink) runBridge(ctx context.Context, b *bridgeLoop) {
 	succeed := func() {
 		if unauthorized {
 			log.Info("hue bridge accepts the api key again")
+		} else if failing {
+			log.Info("hue bridge answers again")
 		}
-		unauthorized = false
+		unauthorized, failing = false, false
 		bo.reset()
 		retryAt = time.Time{}
 		s.setProblem(b.host, groupProblem)

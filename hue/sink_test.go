@@ -633,3 +633,24 @@ func TestOnCommand(t *testing.T) {
 		}
 	})
 }
+
+// An outage is logged once, with one line when the bridge answers again.
+func TestOutageLoggedOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := huetest.New(huetest.Options{})
+		fake.FailCommands(503, 503, 503, 503, 503, 503)
+		h := startHarness(t, fake, oneGroup(), nil)
+		h.apply(t, alexID, presence.AvailabilityBusy, presence.ActivityBusy)
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		if n := h.logs.count("hue bridge call failed; retrying"); n != 1 {
+			t.Errorf("outage logged %d times at warn level, want once", n)
+		}
+		if n := h.logs.count("hue bridge answers again"); n != 1 {
+			t.Errorf("recovery logged %d times, want once", n)
+		}
+		if len(accepted(fake, "1")) != 1 {
+			t.Errorf("not recovered: %v", bodies(fake.Commands()))
+		}
+	})
+}
