@@ -25,10 +25,47 @@ type entityReceiver struct {
 	log    *slog.Logger
 	health *health
 	rcv    receiver
-	path   string
+	// settlement opens a second receiver on the entity; it abandons what was
+	// in hand at shutdown, after rcv is closed (see shutdown).
+	settlement func() (receiver, error)
+	path       string
 	// userID is the lower-case id of the user whose topic this is; empty in
 	// queue mode, where the user comes from the body.
 	userID string
+	// leftover is what was in hand, undecided, when ctx ended.
+	leftover []*azservicebus.ReceivedMessage
+}
+
+// shutdown closes the receiver and then abandons the messages left in hand.
+//
+// The order matters: abandoned on the still-open link, a message would come
+// straight back to it (the SDK keeps credit on the link after a short batch
+// and releases late arrivals), and whatever is in flight when the link
+// closes stays locked until its lock expires. Abandoned after the link is
+// closed, through a second receiver (the SDK then settles by lock token on
+// the management link), it goes to another consumer at once.
+func (r *entityReceiver) shutdown(ctx context.Context) {
+	_ = r.rcv.Close(ctx)
+	if len(r.leftover) == 0 {
+		return
+	}
+	sr, err := r.settlement()
+	if err != nil {
+		r.log.Warn("cannot abandon the messages in hand; they come back when their locks expire", "count", len(r.leftover), "err", err)
+		return
+	}
+	defer sr.Close(ctx)
+	failed := 0
+	var last error
+	for _, m := range r.leftover {
+		if err := sr.AbandonMessage(ctx, m, nil); err != nil {
+			failed, last = failed+1, err
+		}
+	}
+	if failed > 0 {
+		r.log.Warn("cannot abandon some messages in hand; they come back when their locks expire", "count", failed, "err", last)
+	}
+	r.leftover = nil
 }
 
 // run loops until ctx ends: wait for the core, take a batch, settle it.
@@ -178,70 +215,102 @@ type groupOutcome struct {
 	outcome bridge.Outcome
 }
 
-// handleBatch decodes msgs, dead-letters the invalid ones, submits the newest
-// update of each user and settles every message once the core has decided,
-// renewing locks meanwhile. When ctx ends first, whatever is undecided is
-// abandoned.
-func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, msgs []*azservicebus.ReceivedMessage) {
-	now := time.Now()
-	settler := newSettler(r, ctx)
-	defer settler.wait()
+// batch is the messages in hand, grouped by user.
+type batch struct {
+	groups  map[string]*group
+	order   []*group
+	held    int
+	renewBy time.Time // the earliest renewal due
+}
 
-	groups := map[string]*group{}
-	var order []*group
+// add decodes msgs into b; invalid ones go to the dead-letter queue at once.
+func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.ReceivedMessage) {
+	now := time.Now()
 	for _, m := range msgs {
 		u, err := r.decode(m)
 		if err != nil {
-			settler.deadLetter(m, err)
+			st.deadLetter(m, err)
 			continue
 		}
 		h := &held{msg: m, renewAt: r.renewAt(m, now)}
-		g := groups[u.UserID]
+		if b.renewBy.IsZero() || h.renewAt.Before(b.renewBy) {
+			b.renewBy = h.renewAt
+		}
+		g := b.groups[u.UserID]
 		if g == nil {
 			g = &group{newest: u}
-			groups[u.UserID] = g
-			order = append(order, g)
+			b.groups[u.UserID] = g
+			b.order = append(b.order, g)
 		} else if presence.Compare(g.newest, u) > 0 {
 			g.newest = u
 		}
 		g.msgs = append(g.msgs, h)
+		b.held++
 	}
-	if len(order) == 0 {
+}
+
+// handleBatch takes msgs and, while receives come back full (a backlog),
+// more batches up to MaxHeld messages, so that a backlog collapses to one
+// update per user; it submits the newest update of each user and settles
+// every message once the core has decided, renewing locks meanwhile. When
+// ctx ends first, whatever is undecided is abandoned.
+func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, msgs []*azservicebus.ReceivedMessage) {
+	st := newSettler(r, ctx)
+	defer st.wait()
+	b := &batch{groups: map[string]*group{}}
+	r.add(b, st, msgs)
+	for want := r.opts.BatchSize; len(msgs) >= want; {
+		want = min(r.opts.BatchSize, r.opts.MaxHeld-b.held)
+		if want <= 0 || (!b.renewBy.IsZero() && !time.Now().Before(b.renewBy)) {
+			break
+		}
+		// A backlog has its next messages ready: wait no longer than
+		// BacklogWait for them.
+		rctx, cancel := context.WithTimeout(ctx, r.opts.BacklogWait)
+		var err error
+		msgs, err = r.rcv.ReceiveMessages(rctx, want, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.TimeAfterFirstMessage})
+		cancel()
+		if err != nil {
+			break // the backlog is drained, or the next receive reports the failure
+		}
+		r.add(b, st, msgs)
+	}
+	if len(b.order) == 0 {
 		return
 	}
 
-	outcomes := make(chan groupOutcome, len(order)) // never blocks the core
-	for _, g := range order {
+	outcomes := make(chan groupOutcome, len(b.order)) // never blocks the core
+	for _, g := range b.order {
 		sub.Submit(g.newest, SourceName, func(o bridge.Outcome) { outcomes <- groupOutcome{g, o} })
 	}
 
-	pending := make(map[*group]bool, len(order))
-	for _, g := range order {
+	pending := make(map[*group]bool, len(b.order))
+	for _, g := range b.order {
 		pending[g] = true
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for len(pending) > 0 {
-		next := r.nextRenewal(pending)
-		timer.Reset(time.Until(next))
+		timer.Reset(time.Until(r.nextRenewal(pending)))
 		select {
 		case res := <-outcomes:
 			delete(pending, res.g)
 			for _, h := range res.g.msgs {
 				if res.outcome.Settle() {
-					settler.complete(h.msg)
+					st.complete(h.msg)
 				} else {
-					settler.abandon(h.msg)
+					st.abandon(h.msg)
 				}
 			}
 		case <-timer.C:
 			r.renewDue(ctx, pending)
 		case <-ctx.Done():
 			// Give back what the core has not decided on, so another
-			// consumer (or this one after a restart) gets it at once.
+			// consumer (or this one after a restart) gets it at once:
+			// shutdown abandons it once the link is closed.
 			for g := range pending {
 				for _, h := range g.msgs {
-					settler.abandon(h.msg)
+					r.leftover = append(r.leftover, h.msg)
 				}
 			}
 			return

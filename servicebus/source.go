@@ -49,6 +49,15 @@ type Options struct {
 
 	// BatchSize is the most messages taken per receive; default 100.
 	BatchSize int
+	// MaxHeld is the most messages held at once: while receives come back
+	// full (a backlog), the source keeps receiving up to this many before it
+	// submits, so that a backlog reaches the sinks as one state per user;
+	// default 10,000.
+	MaxHeld int
+	// BacklogWait is how long, after a full batch, the source waits for the
+	// first message of the next one before it submits what it holds;
+	// default 250ms (a round trip to Azure with room to spare).
+	BacklogWait time.Duration
 	// TimeAfterFirstMessage is how long a receive waits for more messages
 	// after the first one arrived; default 20ms (the SDK's default).
 	TimeAfterFirstMessage time.Duration
@@ -75,6 +84,8 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	o.BatchSize = cmp.Or(o.BatchSize, 100)
+	o.MaxHeld = max(cmp.Or(o.MaxHeld, 10000), o.BatchSize)
+	o.BacklogWait = cmp.Or(o.BacklogWait, 250*time.Millisecond)
 	o.TimeAfterFirstMessage = cmp.Or(o.TimeAfterFirstMessage, 20*time.Millisecond)
 	o.SettleTimeout = cmp.Or(o.SettleTimeout, 10*time.Second)
 	o.SettleConcurrency = cmp.Or(o.SettleConcurrency, 16)
@@ -139,18 +150,19 @@ func New(opts Options) (*Source, error) {
 		if err != nil {
 			return err
 		}
-		var r *azservicebus.Receiver
 		path := queue
+		open := func() (receiver, error) { return c.NewReceiverForQueue(queue, nil) }
 		if topic != "" {
 			path = topic + "/Subscriptions/" + sub
-			r, err = c.NewReceiverForSubscription(topic, sub, nil)
-		} else {
-			r, err = c.NewReceiverForQueue(queue, nil)
+			open = func() (receiver, error) { return c.NewReceiverForSubscription(topic, sub, nil) }
 		}
+		r, err := open()
 		if err != nil {
 			return fmt.Errorf("servicebus: receiver for %s: %w", path, err)
 		}
-		s.receivers = append(s.receivers, s.newEntityReceiver(r, path, userID))
+		er := s.newEntityReceiver(r, path, userID)
+		er.settlement = open
+		s.receivers = append(s.receivers, er)
 		return nil
 	}
 	cfg := opts.Config
@@ -208,14 +220,17 @@ func (s *Source) Run(ctx context.Context, sub bridge.Submitter) error {
 	s.health.start(s.Entities())
 	var wg sync.WaitGroup
 	for _, r := range s.receivers {
-		wg.Go(func() { r.run(ctx, sub) })
+		wg.Go(func() {
+			r.run(ctx, sub)
+			// ctx has ended: a fresh, short context for the goodbyes.
+			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.SettleTimeout)
+			defer cancel()
+			r.shutdown(closeCtx)
+		})
 	}
 	wg.Wait()
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.SettleTimeout)
 	defer cancel()
-	for _, r := range s.receivers {
-		_ = r.rcv.Close(closeCtx)
-	}
 	s.closeClients(closeCtx)
 	return nil
 }
