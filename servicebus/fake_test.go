@@ -22,8 +22,8 @@ type fakeCore struct {
 	upCh     chan struct{} // closed while up
 	// configured users (lower-case ids); nil: every user is configured.
 	configured map[string]bool
-	held     []func()
-	changed  chan struct{} // signalled after every Submit
+	held       []func()
+	changed    chan struct{} // signalled after every Submit
 }
 
 var _ bridge.Submitter = (*fakeCore)(nil)

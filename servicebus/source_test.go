@@ -251,7 +251,10 @@ func TestBadInputIsDeadLetteredAndTheNextMessageFlows(t *testing.T) {
 	}
 	b.Send(ctx, topic, v1(us[0].ID, "DoNotDisturb", 2))
 
-	if !h.core.waitFor(ctx, 30*time.Second, func() bool { _, l := h.core.snapshot(); return l[us[0].ID].Availability == presence.AvailabilityDoNotDisturb }) {
+	if !h.core.waitFor(ctx, 30*time.Second, func() bool {
+		_, l := h.core.snapshot()
+		return l[us[0].ID].Availability == presence.AvailabilityDoNotDisturb
+	}) {
 		t.Fatal("the valid message after the bad ones did not reach the core")
 	}
 	dead := b.DeadLetters(ctx, subPath(us[0]), len(cases))
@@ -340,7 +343,10 @@ func TestSinkOutageLongerThanThreeLockDurations(t *testing.T) {
 	}
 	h.core.setDown(false)
 
-	if !h.core.waitFor(ctx, 30*time.Second, func() bool { _, l := h.core.snapshot(); return l[us[0].ID].Availability == presence.AvailabilityDoNotDisturb }) {
+	if !h.core.waitFor(ctx, 30*time.Second, func() bool {
+		_, l := h.core.snapshot()
+		return l[us[0].ID].Availability == presence.AvailabilityDoNotDisturb
+	}) {
 		t.Fatal("the newest state did not arrive after the sink came back")
 	}
 	waitCount(t, ctx, b, subPath(us[0]), 0, 0)
