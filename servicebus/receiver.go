@@ -411,6 +411,8 @@ func (s *settler) do(op string, m *azservicebus.ReceivedMessage, fn func(ctx con
 			// The message comes back once its lock expires; the core then
 			// completes it as a duplicate or applies it.
 			s.r.log.Warn("cannot settle a message; it will be delivered again", "op", op, "sequence_number", seq(m), "err", err)
+		} else if s.r.opts.onSettled != nil {
+			s.r.opts.onSettled(op)
 		}
 	})
 }

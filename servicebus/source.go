@@ -80,6 +80,10 @@ type Options struct {
 	// ClientOptions override the SDK client's options (retries, TLS,
 	// websockets). Default: short SDK retries; the source retries on its own.
 	ClientOptions *azservicebus.ClientOptions
+
+	// onSettled, when set (tests and benchmarks), is called after each
+	// successful settlement.
+	onSettled func(op string)
 }
 
 func (o *Options) setDefaults() {
