@@ -90,6 +90,9 @@ func runDaemon(ctx context.Context, args []string, env Env) int {
 	logger.Info("presence bridge starting", "version", or(env.Version, "dev"), "config", path, "users", len(cfg.Users), "mqtt", cfg.MQTT.Enabled(), "hue_bridges", len(cfg.Hue.Bridges))
 	if err := d.Run(ctx); err != nil {
 		logger.Error("presence bridge stopped", "err", err)
+		if errors.Is(err, discovery.ErrRefused) {
+			fmt.Fprintln(env.Stderr, "presence-bridge: the MQTT broker refused the credentials: check mqtt.username and mqtt.password")
+		}
 		return ExitFailure
 	}
 	logger.Info("presence bridge stopped")
@@ -140,7 +143,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	if cfg.Hue.Enabled() {
 		d.hue, err = hue.New(hue.Options{
 			Config: cfg.Hue, Users: cfg.Users, HomeAssistant: cfg.MQTT.Enabled(),
-			Logger: logger.With("component", "hue"), Status: d.Health,
+			Logger: logger, Status: d.Health,
 		})
 		if err != nil {
 			return nil, err
@@ -175,14 +178,14 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	}
 	sbOpts := o.ServiceBus
 	sbOpts.Config, sbOpts.Users, sbOpts.Status = cfg.ServiceBus, cfg.Users, d.Health
-	sbOpts.Logger = logger.With("component", "service_bus")
+	sbOpts.Logger = logger
 	if d.source, err = servicebus.New(sbOpts); err != nil {
 		return nil, err
 	}
 	if o.AddOn {
 		d.notifier = addon.NewNotifier(addon.NotifierOptions{
 			SupervisorURL: o.SupervisorURL, Token: o.SupervisorToken,
-			Logger: logger.With("component", "addon"),
+			Logger: logger,
 		})
 		d.Health.Watch(func(component string, st bridge.ComponentStatus) {
 			d.notifier.SetStatus(component, st.OK, st.Detail)

@@ -1,0 +1,237 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/presence-bridge/presence-bridge/internal/mosquitto"
+	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
+)
+
+const alexID = "6f1c2a3b-1111-2222-3333-444455556666"
+
+// syncBuffer is a log sink the test can read while the daemon writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func daemonConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "presence-bridge.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// daemon runs `presence-bridge run` in-process and returns its exit code on
+// the channel.
+func daemon(t *testing.T, ctx context.Context, cfgPath string, vars map[string]string, stderr *syncBuffer) <-chan int {
+	exit := make(chan int, 1)
+	go func() {
+		exit <- Run(ctx, []string{"run", "-config", cfgPath}, Env{
+			Stdout: stderr, Stderr: stderr,
+			LookupEnv: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+		})
+	}()
+	return exit
+}
+
+// subscribe collects the messages of topic on the broker.
+func subscribe(t *testing.T, url, topic string) <-chan mqtt.Message {
+	t.Helper()
+	ch := make(chan mqtt.Message, 100)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("test-sub-" + t.Name()))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	if tok := c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) { ch <- m }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return ch
+}
+
+func await(t *testing.T, ch <-chan mqtt.Message, want func(mqtt.Message) bool, what string) mqtt.Message {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m := <-ch:
+			if want(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestDaemonDeliversAndStopsCleanly runs the whole daemon against the
+// Service Bus stand-in and a real mosquitto: a message reaches Home
+// Assistant's state topic, and on SIGTERM (context cancelled) the bridge
+// publishes offline and exits 0 within the 5 s SPEC §6 allows.
+func TestDaemonDeliversAndStopsCleanly(t *testing.T) {
+	sb := sbtest.Start(t, sbtest.Options{Subscriptions: []string{alexID + "/home"}})
+	broker := mosquitto.Start(t)
+	cfg := daemonConfig(t, fmt.Sprintf(`
+health_addr: ""
+users:
+  - {id: %s, name: Alex}
+service_bus:
+  connection_string: ${SB}
+mqtt:
+  url: %s
+`, alexID, broker.URL()))
+	states := subscribe(t, broker.URL(), "presence-bridge/#")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs syncBuffer
+	exit := daemon(t, ctx, cfg, map[string]string{"SB": sb.ConnectionString()}, &logs)
+
+	await(t, states, func(m mqtt.Message) bool {
+		return m.Topic() == "presence-bridge/bridge/state" && string(m.Payload()) == "online"
+	}, "bridge online")
+	body, err := presence.Encode(presence.Update{
+		UserID: alexID, Availability: presence.AvailabilityBusy, Activity: presence.ActivityInACall,
+		ObservedAt: time.Now().UTC(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Send(ctx, alexID, body)
+	m := await(t, states, func(m mqtt.Message) bool {
+		return m.Topic() == "presence-bridge/"+alexID+"/state" && strings.Contains(string(m.Payload()), `"InACall"`)
+	}, "alex's state")
+	if !m.Retained() && !strings.Contains(string(m.Payload()), `"in_call":"ON"`) {
+		t.Errorf("state %s", m.Payload())
+	}
+
+	stopAt := time.Now()
+	cancel()
+	select {
+	case code := <-exit:
+		if code != ExitOK {
+			t.Errorf("exit %d after SIGTERM, want 0; logs:\n%s", code, logs.String())
+		}
+		if took := time.Since(stopAt); took > 5*time.Second {
+			t.Errorf("stop took %v, SPEC §6 allows 5 s", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("daemon did not stop; logs:\n%s", logs.String())
+	}
+	await(t, states, func(m mqtt.Message) bool {
+		return m.Topic() == "presence-bridge/bridge/state" && string(m.Payload()) == "offline"
+	}, "bridge offline after stop")
+}
+
+// TestDaemonRefusedCredentialsAndNoSecretsInLogs: the broker refuses the
+// MQTT password and Service Bus refuses the key; the bridge says so clearly,
+// exits 1, and no secret appears anywhere in its output, even at debug level.
+func TestDaemonRefusedCredentialsAndNoSecretsInLogs(t *testing.T) {
+	const (
+		mqttSecret = "wrong-mqtt-password-a1b2c3"
+		sbSecret   = "d3JvbmctYnVzLWtleS1zZWNyZXQ"
+	)
+	sb := sbtest.Start(t, sbtest.Options{
+		Subscriptions: []string{alexID + "/home"},
+		Keys:          map[string]string{"listen": "cmlnaHQta2V5"},
+	})
+	broker := mosquitto.Start(t, mosquitto.WithCredentials("bridge", "the-right-password"))
+	cfg := daemonConfig(t, fmt.Sprintf(`
+log_level: debug
+health_addr: ""
+users:
+  - {id: %s, name: Alex}
+service_bus:
+  connection_string: ${SB}
+mqtt:
+  url: %s
+  username: bridge
+  password: ${MQTT_PASSWORD}
+`, alexID, broker.URL()))
+	var logs syncBuffer
+	exit := daemon(t, t.Context(), cfg, map[string]string{
+		"SB":            sb.ConnectionStringWithKey("listen", sbSecret),
+		"MQTT_PASSWORD": mqttSecret,
+	}, &logs)
+	select {
+	case code := <-exit:
+		if code != ExitFailure {
+			t.Errorf("exit %d, want %d", code, ExitFailure)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("daemon kept running with refused credentials; logs:\n%s", logs.String())
+	}
+	out := logs.String()
+	if !strings.Contains(out, "check mqtt.username and mqtt.password") {
+		t.Errorf("no clear word about the refused credentials:\n%s", out)
+	}
+	for _, s := range []string{mqttSecret, sbSecret} {
+		if strings.Contains(out, s) {
+			t.Errorf("secret %q in the output:\n%s", s, out)
+		}
+	}
+}
+
+// TestDaemonServiceBusKeyRefusedNoSecretsInLogs: Service Bus refuses the key;
+// the bridge keeps running (Home Assistant stays up), says what to check, and
+// never prints the key.
+func TestDaemonServiceBusKeyRefusedNoSecretsInLogs(t *testing.T) {
+	const sbSecret = "d3JvbmctYnVzLWtleS1zZWNyZXQ"
+	sb := sbtest.Start(t, sbtest.Options{
+		Subscriptions: []string{alexID + "/home"},
+		Keys:          map[string]string{"listen": "cmlnaHQta2V5"},
+	})
+	broker := mosquitto.Start(t)
+	cfg := daemonConfig(t, fmt.Sprintf(`
+log_level: debug
+health_addr: ""
+users:
+  - {id: %s, name: Alex}
+service_bus:
+  connection_string: ${SB}
+mqtt:
+  url: %s
+`, alexID, broker.URL()))
+	sensor := subscribe(t, broker.URL(), "presence-bridge/bridge/service_bus")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs syncBuffer
+	exit := daemon(t, ctx, cfg, map[string]string{"SB": sb.ConnectionStringWithKey("listen", sbSecret)}, &logs)
+	await(t, sensor, func(m mqtt.Message) bool { return string(m.Payload()) == "OFF" }, "service_bus connectivity OFF")
+	cancel()
+	if code := <-exit; code != ExitOK {
+		t.Errorf("exit %d", code)
+	}
+	out := logs.String()
+	if !strings.Contains(strings.ToLower(out), "unauthorized") && !strings.Contains(strings.ToLower(out), "credentials") {
+		t.Errorf("the refused key is not reported:\n%s", out)
+	}
+	if strings.Contains(out, sbSecret) {
+		t.Errorf("Service Bus key in the output:\n%s", out)
+	}
+}
