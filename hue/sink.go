@@ -416,8 +416,8 @@ func (s *Sink) Run(ctx context.Context) error {
 
 // backoff is a capped exponential back-off with jitter.
 type backoff struct {
-	base, max time.Duration
-	failures  int
+	base     time.Duration
+	failures int
 }
 
 func (bo *backoff) next(limit time.Duration) time.Duration {
