@@ -249,8 +249,8 @@ func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.Receive
 	}
 }
 
-// handleBatch takes msgs and, while receives come back full (a backlog),
-// more batches up to MaxHeld messages, so that a backlog collapses to one
+// handleBatch takes msgs and, while receives bring more than one message (a
+// backlog), more batches up to MaxHeld messages, so that a backlog collapses to one
 // update per user; it submits the newest update of each user and settles
 // every message once the core has decided, renewing locks meanwhile. When
 // ctx ends first, whatever is undecided is abandoned.
@@ -259,8 +259,11 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 	defer st.wait()
 	b := &batch{groups: map[string]*group{}}
 	r.add(b, st, msgs)
-	for want := r.opts.BatchSize; len(msgs) >= want; {
-		want = min(r.opts.BatchSize, r.opts.MaxHeld-b.held)
+	// More than one message per receive means a backlog (live traffic comes
+	// one message at a time): keep receiving, without delaying live
+	// messages.
+	for len(msgs) > 1 {
+		want := min(r.opts.BatchSize, r.opts.MaxHeld-b.held)
 		if want <= 0 || (!b.renewBy.IsZero() && !time.Now().Before(b.renewBy)) {
 			break
 		}

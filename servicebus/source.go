@@ -49,12 +49,12 @@ type Options struct {
 
 	// BatchSize is the most messages taken per receive; default 100.
 	BatchSize int
-	// MaxHeld is the most messages held at once: while receives come back
-	// full (a backlog), the source keeps receiving up to this many before it
+	// MaxHeld is the most messages held at once: while receives bring more
+	// than one message (a backlog), the source keeps receiving up to this many before it
 	// submits, so that a backlog reaches the sinks as one state per user;
 	// default 10,000.
 	MaxHeld int
-	// BacklogWait is how long, after a full batch, the source waits for the
+	// BacklogWait is how long, in a backlog, the source waits for the
 	// first message of the next one before it submits what it holds;
 	// default 250ms (a round trip to Azure with room to spare).
 	BacklogWait time.Duration
