@@ -179,6 +179,10 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	sbOpts := o.ServiceBus
 	sbOpts.Config, sbOpts.Users, sbOpts.Status = cfg.ServiceBus, cfg.Users, d.Health
 	sbOpts.Logger = logger
+	if sbOpts.SettleTimeout == 0 {
+		// Giving back what is in hand must fit in SPEC §6's 5 s stop.
+		sbOpts.SettleTimeout = 3 * time.Second
+	}
 	if d.source, err = servicebus.New(sbOpts); err != nil {
 		return nil, err
 	}
