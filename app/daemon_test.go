@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +15,11 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/presence-bridge/presence-bridge/bridge"
+	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/internal/mosquitto"
 	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
 )
 
@@ -233,5 +239,109 @@ mqtt:
 	}
 	if strings.Contains(out, sbSecret) {
 		t.Errorf("Service Bus key in the output:\n%s", out)
+	}
+}
+
+// fakeSupervisor records the notification calls of the add-on.
+type fakeSupervisor struct {
+	mu    sync.Mutex
+	calls []string
+	seen  chan string
+}
+
+func (f *fakeSupervisor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.calls = append(f.calls, r.URL.Path+" "+string(body))
+	f.mu.Unlock()
+	select {
+	case f.seen <- r.URL.Path + " " + string(body):
+	default:
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `[]`)
+}
+
+func (f *fakeSupervisor) creates() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, c := range f.calls {
+		if strings.Contains(c, "/create") {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestAddOnNotifiesOnlyWhatTheUserMustFix: in the add-on, a refused Service
+// Bus key raises a Home Assistant notification; a normal start (the source
+// is "connecting" for a moment) raises none.
+func TestAddOnNotifiesOnlyWhatTheUserMustFix(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		badKey bool
+	}{{"refused key", true}, {"normal start", false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			sb := sbtest.Start(t, sbtest.Options{
+				Subscriptions: []string{alexID + "/home"},
+				Keys:          map[string]string{"listen": "cmlnaHQta2V5"},
+			})
+			broker := mosquitto.Start(t)
+			sup := &fakeSupervisor{seen: make(chan string, 10)}
+			srv := httptest.NewServer(sup)
+			defer srv.Close()
+			key := "cmlnaHQta2V5"
+			if tt.badKey {
+				key = "d3Jvbmc"
+			}
+			cfg, err := config.Parse(fmt.Appendf(nil, `
+health_addr: ""
+users: [{id: %s, name: Alex}]
+service_bus: {connection_string: "%s"}
+mqtt: {url: "%s"}
+`, alexID, sb.ConnectionStringWithKey("listen", key), broker.URL()), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := NewDaemon(DaemonOptions{Config: cfg, AddOn: true, SupervisorURL: srv.URL, SupervisorToken: "token"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			healthy := make(chan struct{}, 1)
+			d.Health.Watch(func(c string, st bridge.ComponentStatus) {
+				if c == servicebus.SourceName && st.OK {
+					select {
+					case healthy <- struct{}{}:
+					default:
+					}
+				}
+			})
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- d.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			if tt.badKey {
+				deadline := time.After(20 * time.Second)
+				for {
+					select {
+					case call := <-sup.seen:
+						if strings.Contains(call, "persistent_notification/create") && strings.Contains(call, "presence_bridge_service_bus") {
+							return
+						}
+					case <-deadline:
+						t.Fatal("no notification for a refused key")
+					}
+				}
+			}
+			select {
+			case <-healthy:
+			case <-time.After(20 * time.Second):
+				t.Fatal("service bus never became healthy")
+			}
+			if c := sup.creates(); len(c) != 0 {
+				t.Errorf("notifications raised on a normal start: %v", c)
+			}
+		})
 	}
 }

@@ -189,7 +189,8 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	if o.AddOn {
 		d.notifier = addon.NewNotifier(addon.NotifierOptions{
 			SupervisorURL: o.SupervisorURL, Token: o.SupervisorToken,
-			Logger: logger,
+			Logger:      logger,
+			UserFixable: userFixable,
 		})
 		d.Health.Watch(func(component string, st bridge.ComponentStatus) {
 			d.notifier.SetStatus(component, st.OK, st.Detail)
@@ -246,6 +247,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// userFixable picks the problems worth a Home Assistant notification: those
+// only the user can fix (a rejected Hue key, a refused or misnamed Service
+// Bus entity), not outages that heal by themselves.
+func userFixable(component, detail string) bool {
+	switch component {
+	case servicebus.SourceName:
+		return servicebus.UserFixable(detail)
+	case hue.Component:
+		return strings.Contains(detail, "rejected the API key")
+	}
+	return false
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
@@ -123,12 +124,25 @@ func (h *health) reportLocked() {
 	h.status.SetStatus(SourceName, ok, text)
 }
 
+// Status details a source reports that only the user can fix (the add-on
+// raises a Home Assistant notification for them).
+const (
+	DetailNotFound     = "entity not found"
+	DetailAccessDenied = "access denied (check the key's Listen rights)"
+)
+
+// UserFixable reports whether a status detail of this source names a problem
+// only the user can fix: a missing entity or a refused key.
+func UserFixable(detail string) bool {
+	return strings.Contains(detail, DetailNotFound) || strings.Contains(detail, DetailAccessDenied)
+}
+
 func describe(k failureKind) string {
 	switch k {
 	case failNotFound:
-		return "entity not found"
+		return DetailNotFound
 	case failUnauthorized:
-		return "access denied (check the key's Listen rights)"
+		return DetailAccessDenied
 	}
 	return "connection lost"
 }
