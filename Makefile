@@ -5,7 +5,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/presence-bridge
 
-.PHONY: build test test-short bench lint demo cross clean
+.PHONY: build test test-short bench lint demo cross images clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/presence-bridge
@@ -39,6 +39,10 @@ cross:
 		echo "building $$out"; \
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/presence-bridge || exit 1; \
 	done
+
+# The multi-arch image (needs a Docker engine with buildx; none runs on CI).
+images:
+	docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 --build-arg BUILD_VERSION=$(VERSION) -t presence-bridge:$(VERSION) .
 
 clean:
 	rm -rf bin dist
