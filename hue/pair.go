@@ -53,7 +53,12 @@ func Pair(ctx context.Context, opts PairOptions) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	prompted := false
+	deadline, _ := ctx.Deadline()
 	for {
+		if !time.Now().Before(deadline) {
+			// Checked here too: the poll timer and the deadline may fire together.
+			return "", fmt.Errorf("hue: pair with %s: %w (waited %s)", c.Host(), ErrPairTimeout, timeout)
+		}
 		user, err := c.CreateUser(ctx, dt)
 		if err == nil {
 			return user, nil

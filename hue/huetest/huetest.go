@@ -242,6 +242,9 @@ func (b *Bridge) Client() *http.Client {
 type memTransport struct{ h http.Handler }
 
 func (t memTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := req.Context().Err(); err != nil {
+		return nil, err // as net/http: a request whose context ended is not sent
+	}
 	in := req.Clone(req.Context())
 	if in.Body == nil {
 		in.Body = http.NoBody
