@@ -416,12 +416,13 @@ func BenchmarkThousandUsers(b *testing.B) {
 		}
 	}), "subscribe")
 
-	var rss, peak, idleCPU, rate float64
+	var rss0, rss, peak, idleCPU, rate float64
 	for b.Loop() {
 		p := startBridge(b, cfg, "SB="+sb.ConnectionString())
 		online := watch(b, mq.URL(), "presence-bridge/bridge/state")
 		online.waitFor(b, ctx, "bridge online", func(ms []received) bool { return has(ms, "presence-bridge/bridge/state", "online") })
 
+		startRSS, _ := p.rssKiB(b)
 		start := time.Now().UTC()
 		avail := []presence.Availability{presence.AvailabilityAvailable, presence.AvailabilityBusy, presence.AvailabilityAway, presence.AvailabilityDoNotDisturb}
 		bodies := make([][]byte, 0, users*perUser)
@@ -442,7 +443,14 @@ func BenchmarkThousandUsers(b *testing.B) {
 			b.Fatalf("only %d users reached their final state:\n%s", len(final), p.logs.String())
 		}
 		rate = float64(len(bodies)) / time.Since(began).Seconds()
+		// Every message settled: nothing left in hand.
+		for tick := time.NewTicker(100 * time.Millisecond); sb.Count(ctx, "q", 0) != 0; <-tick.C {
+			if ctx.Err() != nil {
+				b.Fatal("queue never drained")
+			}
+		}
 		now, hwm := p.rssKiB(b)
+		rss0 = float64(startRSS) / 1024
 		rss, peak = float64(now)/1024, float64(hwm)/1024
 
 		ticks := p.cpuTicks(b)
@@ -457,6 +465,7 @@ func BenchmarkThousandUsers(b *testing.B) {
 			b.Errorf("%d messages dead-lettered", n)
 		}
 	}
+	b.ReportMetric(rss0, "start-rss-MiB")
 	b.ReportMetric(rss, "rss-MiB")
 	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(idleCPU, "idle-cpu-%")
