@@ -17,6 +17,7 @@ func runDemo(ctx context.Context, args []string, env Env) int {
 	interval := fs.Duration("interval", 0, "time between two presence changes (default 3s)")
 	steps := fs.Int("steps", 0, "stop after this many presence changes (0: until interrupted)")
 	logLevel := fs.String("log-level", "warn", "diagnostics on stderr: debug | info | warn | error")
+	noHue := fs.Bool("no-hue", false, "leave out the simulated Hue bridge")
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
@@ -31,6 +32,7 @@ func runDemo(ctx context.Context, args []string, env Env) int {
 		Interval: *interval,
 		Steps:    *steps,
 		Version:  or(env.Version, "dev"),
+		NoHue:    *noHue,
 	})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "presence-bridge demo: %v\n", err)

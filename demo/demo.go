@@ -1,11 +1,11 @@
 // Package demo runs the home side of Presence Bridge with no cloud and no
 // hardware: an embedded MQTT broker, two simulated users whose Teams
-// presence changes every few seconds, the real core and the real Home
-// Assistant sink. It prints, step by step, what Home Assistant would see;
-// Home Assistant or mosquitto_sub can be pointed at the broker meanwhile.
+// presence changes every few seconds, the real core, the real Home Assistant
+// sink, and the real Hue sink driving a simulated Hue bridge. It prints, step
+// by step, what Home Assistant and the lamps would see; Home Assistant or
+// mosquitto_sub can be pointed at the broker meanwhile.
 //
-// More sinks (the simulated Hue bridge) join through Options.ExtraSinks and
-// Options.Runners.
+// More sinks join through Options.ExtraSinks and Options.Runners.
 package demo
 
 import (
@@ -70,6 +70,8 @@ type Options struct {
 	// (the Hue sink's mode select and its auto mode).
 	Mode                  discovery.ModeControl
 	OnHomeAssistantStatus func(online bool)
+	// NoHue leaves out the simulated Hue bridge and the Hue sink.
+	NoHue bool
 }
 
 // Users returns the simulated users.
@@ -121,6 +123,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 	users := Users()
 	p := &printer{out: o.Out, users: users, avail: make(map[string]string)}
+
+	if !o.NoHue {
+		stopHue, err := addHue(&o, p)
+		if err != nil {
+			return err
+		}
+		defer stopHue()
+	}
 
 	broker, addr, err := startBroker(o.Addr, o.Logger)
 	if err != nil {
@@ -271,7 +281,9 @@ func port(addr string) string {
 
 // startBroker starts the embedded broker, open to anyone on addr.
 func startBroker(addr string, logger *slog.Logger) (*mochi.Server, string, error) {
-	quiet := slog.New(discardBelow{logger.Handler(), slog.LevelWarn})
+	// The embedded broker warns about every connection it closes on the way
+	// out; only its errors are worth a line.
+	quiet := slog.New(discardBelow{logger.Handler(), slog.LevelError})
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: quiet})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		return nil, "", fmt.Errorf("demo: broker: %w", err)
@@ -351,9 +363,15 @@ func (p *printer) show(topic string, payload []byte) {
 		slices.Sort(ids)
 		p.linef("HA         discovered device %q: %s", dc.Device.Name, strings.Join(ids, ", "))
 	case len(parts) == 3 && parts[1] == "bridge" && parts[2] == "state":
-		p.linef("HA         bridge is %s", payload)
+		// The goodbye and, as the broker closes, the last will both say
+		// offline: show it once.
+		if p.availabilityChanged("bridge", string(payload)) {
+			p.linef("HA         bridge is %s", payload)
+		}
 	case len(parts) == 3 && parts[1] == "bridge" && parts[2] != "sync":
-		p.linef("HA         bridge %s = %s", parts[2], payload)
+		if p.availabilityChanged("bridge/"+parts[2], string(payload)) {
+			p.linef("HA         bridge %s = %s", parts[2], payload)
+		}
 	case len(parts) == 3 && parts[2] == "state":
 		u, ok := p.user(parts[1])
 		var st struct {
@@ -366,7 +384,7 @@ func (p *printer) show(topic string, payload []byte) {
 		if !ok || json.Unmarshal(payload, &st) != nil {
 			return
 		}
-		n := slugName(u.Name)
+		n := config.Slug(u.Name)
 		p.linef("HA         sensor.%s_teams_availability=%s  sensor.%s_teams_activity=%s  binary_sensor.%s_teams_in_call=%s  binary_sensor.%s_teams_busy=%s",
 			n, st.Availability, n, st.Activity, n, strings.ToLower(st.InCall), n, strings.ToLower(st.Busy))
 	case len(parts) == 3 && parts[2] == "availability":
@@ -382,16 +400,4 @@ func (p *printer) availabilityChanged(id, v string) bool {
 	changed := p.avail[id] != v
 	p.avail[id] = v
 	return changed
-}
-
-func slugName(s string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(s) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
 }

@@ -170,3 +170,31 @@ func TestDemoBusyPort(t *testing.T) {
 		t.Fatalf("first demo: %v", err)
 	}
 }
+
+// TestDemoDrivesSimulatedHue: the demo's Hue sink turns the simulated
+// bridge's lamps green, then red once Alex is in a call, and drives the zone
+// the two users share.
+func TestDemoDrivesSimulatedHue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- demo.Run(ctx, demo.Options{Addr: "127.0.0.1:0", Out: &out, Interval: 300 * time.Millisecond})
+	}()
+	for _, want := range []string{"Office  lights green", "Office  lights red", "Hallway lights"} {
+		for !strings.Contains(out.String(), want) {
+			select {
+			case err := <-done:
+				t.Fatalf("demo ended (%v) before %q:\n%s", err, want, out.String())
+			case <-ctx.Done():
+				t.Fatalf("no %q in:\n%s", want, out.String())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
