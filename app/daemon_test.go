@@ -43,8 +43,20 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func daemonConfig(t *testing.T, text string) string {
+// daemonConfig writes a configuration for Alex on the broker at mqttURL,
+// with the Service Bus connection string from $SB; top and mqttExtra add
+// lines at the top level and under mqtt.
+func daemonConfig(t *testing.T, mqttURL, top, mqttExtra string) string {
 	t.Helper()
+	text := fmt.Sprintf(`%s
+health_addr: ""
+users:
+  - {id: %s, name: Alex}
+service_bus:
+  connection_string: ${SB}
+mqtt:
+  url: %s
+%s`, top, alexID, mqttURL, mqttExtra)
 	p := filepath.Join(t.TempDir(), "presence-bridge.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -102,15 +114,7 @@ func await(t *testing.T, ch <-chan mqtt.Message, want func(mqtt.Message) bool, w
 func TestDaemonDeliversAndStopsCleanly(t *testing.T) {
 	sb := sbtest.Start(t, sbtest.Options{Subscriptions: []string{alexID + "/home"}})
 	broker := mosquitto.Start(t)
-	cfg := daemonConfig(t, fmt.Sprintf(`
-health_addr: ""
-users:
-  - {id: %s, name: Alex}
-service_bus:
-  connection_string: ${SB}
-mqtt:
-  url: %s
-`, alexID, broker.URL()))
+	cfg := daemonConfig(t, broker.URL(), "", "")
 	states := subscribe(t, broker.URL(), "presence-bridge/#")
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -167,18 +171,7 @@ func TestDaemonRefusedCredentialsAndNoSecretsInLogs(t *testing.T) {
 		Keys:          map[string]string{"listen": "cmlnaHQta2V5"},
 	})
 	broker := mosquitto.Start(t, mosquitto.WithCredentials("bridge", "the-right-password"))
-	cfg := daemonConfig(t, fmt.Sprintf(`
-log_level: debug
-health_addr: ""
-users:
-  - {id: %s, name: Alex}
-service_bus:
-  connection_string: ${SB}
-mqtt:
-  url: %s
-  username: bridge
-  password: ${MQTT_PASSWORD}
-`, alexID, broker.URL()))
+	cfg := daemonConfig(t, broker.URL(), "log_level: debug", "  username: bridge\n  password: ${MQTT_PASSWORD}\n")
 	var logs syncBuffer
 	exit := daemon(t, t.Context(), cfg, map[string]string{
 		"SB":            sb.ConnectionStringWithKey("listen", sbSecret),
@@ -213,16 +206,7 @@ func TestDaemonServiceBusKeyRefusedNoSecretsInLogs(t *testing.T) {
 		Keys:          map[string]string{"listen": "cmlnaHQta2V5"},
 	})
 	broker := mosquitto.Start(t)
-	cfg := daemonConfig(t, fmt.Sprintf(`
-log_level: debug
-health_addr: ""
-users:
-  - {id: %s, name: Alex}
-service_bus:
-  connection_string: ${SB}
-mqtt:
-  url: %s
-`, alexID, broker.URL()))
+	cfg := daemonConfig(t, broker.URL(), "log_level: debug", "")
 	sensor := subscribe(t, broker.URL(), "presence-bridge/bridge/service_bus")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
