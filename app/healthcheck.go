@@ -12,10 +12,6 @@ import (
 	"github.com/presence-bridge/presence-bridge/health"
 )
 
-// defaultHealthAddr is health_addr's default (SPEC §3), used when neither
-// -addr nor -config names the endpoint.
-const defaultHealthAddr = "127.0.0.1:8086"
-
 // runHealthcheck asks the running daemon's health endpoint. Exit 0 when it
 // reports every source and sink healthy, 1 when it does not or cannot be
 // reached (Docker's "unhealthy"), 2 on a usage or configuration error.
@@ -23,7 +19,8 @@ func runHealthcheck(ctx context.Context, args []string, env Env) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfgPath := fs.String("config", "", "read health_addr from this configuration `FILE`")
-	addr := fs.String("addr", "", "the health endpoint's `host:port` (default: health_addr, else "+defaultHealthAddr+")")
+	defaultAddr := config.Default().HealthAddr // used when neither -addr nor -config names the endpoint
+	addr := fs.String("addr", "", "the health endpoint's `host:port` (default: health_addr, else "+defaultAddr+")")
 	if err := fs.Parse(args); err != nil {
 		fs.SetOutput(env.Stderr)
 		if errors.Is(err, flag.ErrHelp) {
@@ -58,7 +55,7 @@ func runHealthcheck(ctx context.Context, args []string, env Env) int {
 		target = cfg.HealthAddr
 	}
 	if target == "" {
-		target = defaultHealthAddr
+		target = defaultAddr
 	}
 	if err := health.Check(ctx, target); err != nil {
 		fmt.Fprintf(env.Stderr, "presence-bridge healthcheck: %v\n", err)
