@@ -271,7 +271,7 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 		// BacklogWait for them.
 		rctx, cancel := context.WithTimeout(ctx, r.opts.BacklogWait)
 		var err error
-		msgs, err = r.rcv.ReceiveMessages(rctx, want, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.TimeAfterFirstMessage})
+		msgs, err = r.rcv.ReceiveMessages(rctx, want, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.BacklogTimeAfterFirstMessage})
 		cancel()
 		if err != nil {
 			break // the backlog is drained, or the next receive reports the failure

@@ -58,9 +58,19 @@ type Options struct {
 	// first message of the next one before it submits what it holds;
 	// default 250ms (a round trip to Azure with room to spare).
 	BacklogWait time.Duration
-	// TimeAfterFirstMessage is how long a receive waits for more messages
-	// after the first one arrived; default 20ms (the SDK's default).
+	// TimeAfterFirstMessage is how long the first receive of a batch waits
+	// for more messages after the first one arrived; default 1ms. Live
+	// updates come one at a time, so this wait is added to each one's
+	// latency: the SDK's own default, 20ms, was most of the bridge's share.
 	TimeAfterFirstMessage time.Duration
+	// BacklogTimeAfterFirstMessage is the same wait for the receives that
+	// follow once a backlog is seen (a receive brought more than one
+	// message); default 20ms (the SDK's default), or TimeAfterFirstMessage
+	// if that is longer. A backlog's receives return as soon as they are
+	// full, but a short window there cuts batches short when the broker
+	// sends slowly, which ends the collapse early and sends a user's state
+	// more than once.
+	BacklogTimeAfterFirstMessage time.Duration
 	// SettleTimeout bounds each settlement, and the abandons after the
 	// source is cancelled; default 10s.
 	SettleTimeout time.Duration
@@ -90,7 +100,8 @@ func (o *Options) setDefaults() {
 	o.BatchSize = cmp.Or(o.BatchSize, 100)
 	o.MaxHeld = max(cmp.Or(o.MaxHeld, 10000), o.BatchSize)
 	o.BacklogWait = cmp.Or(o.BacklogWait, 250*time.Millisecond)
-	o.TimeAfterFirstMessage = cmp.Or(o.TimeAfterFirstMessage, 20*time.Millisecond)
+	o.TimeAfterFirstMessage = cmp.Or(o.TimeAfterFirstMessage, time.Millisecond)
+	o.BacklogTimeAfterFirstMessage = cmp.Or(o.BacklogTimeAfterFirstMessage, max(20*time.Millisecond, o.TimeAfterFirstMessage))
 	o.SettleTimeout = cmp.Or(o.SettleTimeout, 10*time.Second)
 	o.SettleConcurrency = cmp.Or(o.SettleConcurrency, 16)
 	o.RetryMin = cmp.Or(o.RetryMin, time.Second)
