@@ -204,10 +204,12 @@ type held struct {
 	renewAt time.Time
 }
 
-// group is the messages of one user in a batch; newest was submitted.
+// group is the message in hand for one user in a batch: the newest one,
+// which is submitted. The messages it superseded were completed when it
+// arrived.
 type group struct {
 	newest presence.Update
-	msgs   []*held
+	msg    *held
 }
 
 type groupOutcome struct {
@@ -217,13 +219,21 @@ type groupOutcome struct {
 
 // batch is the messages in hand, grouped by user.
 type batch struct {
-	groups  map[string]*group
-	order   []*group
-	held    int
-	renewBy time.Time // the earliest renewal due
+	groups   map[string]*group
+	order    []*group
+	received int       // messages taken into the batch, settled or not
+	renewBy  time.Time // the earliest renewal due
 }
 
 // add decodes msgs into b; invalid ones go to the dead-letter queue at once.
+//
+// Of one user's messages only the newest is kept in hand; each one it
+// supersedes (older, or the same update again) is completed at once: its
+// state is never published, because the newer one in hand carries the
+// user's state and is completed only once the core has decided on it (if it
+// is abandoned instead, it comes back and still carries that state).
+// Keeping the superseded messages until then would hold a whole backlog's
+// SDK messages (about 1 KB each) in memory.
 func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.ReceivedMessage) {
 	now := time.Now()
 	for _, m := range msgs {
@@ -236,23 +246,26 @@ func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.Receive
 		if b.renewBy.IsZero() || h.renewAt.Before(b.renewBy) {
 			b.renewBy = h.renewAt
 		}
+		b.received++
 		g := b.groups[u.UserID]
-		if g == nil {
-			g = &group{newest: u}
+		switch {
+		case g == nil:
+			g = &group{newest: u, msg: h}
 			b.groups[u.UserID] = g
 			b.order = append(b.order, g)
-		} else if presence.Compare(g.newest, u) > 0 {
-			g.newest = u
+		case presence.Compare(g.newest, u) > 0:
+			st.complete(g.msg.msg)
+			g.newest, g.msg = u, h
+		default:
+			st.complete(m)
 		}
-		g.msgs = append(g.msgs, h)
-		b.held++
 	}
 }
 
 // handleBatch takes msgs and, while receives bring more than one message (a
 // backlog), more batches up to MaxHeld messages, so that a backlog collapses to one
 // update per user; it submits the newest update of each user and settles
-// every message once the core has decided, renewing locks meanwhile. When
+// that message once the core has decided, renewing its lock meanwhile. When
 // ctx ends first, whatever is undecided is abandoned.
 func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, msgs []*azservicebus.ReceivedMessage) {
 	st := newSettler(r, ctx)
@@ -263,7 +276,7 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 	// one message at a time): keep receiving, without delaying live
 	// messages.
 	for len(msgs) > 1 {
-		want := min(r.opts.BatchSize, r.opts.MaxHeld-b.held)
+		want := min(r.opts.BatchSize, r.opts.MaxHeld-b.received)
 		if want <= 0 || (!b.renewBy.IsZero() && !time.Now().Before(b.renewBy)) {
 			break
 		}
@@ -298,12 +311,10 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 		select {
 		case res := <-outcomes:
 			delete(pending, res.g)
-			for _, h := range res.g.msgs {
-				if res.outcome.Settle() {
-					st.complete(h.msg)
-				} else {
-					st.abandon(h.msg)
-				}
+			if res.outcome.Settle() {
+				st.complete(res.g.msg.msg)
+			} else {
+				st.abandon(res.g.msg.msg)
 			}
 		case <-timer.C:
 			r.renewDue(ctx, pending)
@@ -312,9 +323,7 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 			// consumer (or this one after a restart) gets it at once:
 			// shutdown abandons it once the link is closed.
 			for g := range pending {
-				for _, h := range g.msgs {
-					r.leftover = append(r.leftover, h.msg)
-				}
+				r.leftover = append(r.leftover, g.msg.msg)
 			}
 			return
 		}
@@ -355,10 +364,8 @@ func (r *entityReceiver) renewAt(m *azservicebus.ReceivedMessage, now time.Time)
 func (r *entityReceiver) nextRenewal(pending map[*group]bool) time.Time {
 	var next time.Time
 	for g := range pending {
-		for _, h := range g.msgs {
-			if next.IsZero() || h.renewAt.Before(next) {
-				next = h.renewAt
-			}
+		if h := g.msg; next.IsZero() || h.renewAt.Before(next) {
+			next = h.renewAt
 		}
 	}
 	return next
@@ -370,23 +377,22 @@ func (r *entityReceiver) nextRenewal(pending map[*group]bool) time.Time {
 func (r *entityReceiver) renewDue(ctx context.Context, pending map[*group]bool) {
 	now := time.Now()
 	for g := range pending {
-		for _, h := range g.msgs {
-			if h.renewAt.After(now) {
-				continue
-			}
-			rctx, cancel := context.WithTimeout(ctx, r.opts.SettleTimeout)
-			err := r.rcv.RenewMessageLock(rctx, h.msg, nil)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				r.log.Warn("cannot renew a message lock; the message will be delivered again", "sequence_number", seq(h.msg), "err", err)
-				h.renewAt = now.Add(r.opts.DefaultLockDuration) // do not retry in a loop
-				continue
-			}
-			h.renewAt = r.renewAt(h.msg, time.Now())
+		h := g.msg
+		if h.renewAt.After(now) {
+			continue
 		}
+		rctx, cancel := context.WithTimeout(ctx, r.opts.SettleTimeout)
+		err := r.rcv.RenewMessageLock(rctx, h.msg, nil)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("cannot renew a message lock; the message will be delivered again", "sequence_number", seq(h.msg), "err", err)
+			h.renewAt = now.Add(r.opts.DefaultLockDuration) // do not retry in a loop
+			continue
+		}
+		h.renewAt = r.renewAt(h.msg, time.Now())
 	}
 }
 

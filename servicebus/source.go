@@ -11,8 +11,8 @@
 // consumer gets it at once.
 //
 // Each receiver takes one batch at a time. Within a batch only the newest
-// update per user is submitted; the messages it supersedes are completed
-// together with it. While the core is not ready (its durable sink, MQTT, is
+// update per user is submitted and kept in hand; the messages it supersedes
+// change nothing and are completed as they arrive. While the core is not ready (its durable sink, MQTT, is
 // down) no batch is taken, and while a batch waits for the core its locks are
 // renewed: a message is never abandoned to wait, because every abandon counts
 // as a delivery and Service Bus dead-letters after its max delivery count.
@@ -49,10 +49,12 @@ type Options struct {
 
 	// BatchSize is the most messages taken per receive; default 100.
 	BatchSize int
-	// MaxHeld is the most messages held at once: while receives bring more
-	// than one message (a backlog), the source keeps receiving up to this many before it
-	// submits, so that a backlog reaches the sinks as one state per user;
-	// default 10,000.
+	// MaxHeld is the most messages one batch takes: while receives bring
+	// more than one message (a backlog), the source keeps receiving up to
+	// this many before it submits, so that a backlog reaches the sinks as one
+	// state per user; default 10,000. Only the newest message of each user
+	// stays in hand (the others are completed as they arrive), so memory
+	// grows with the users in the batch, not with this number.
 	MaxHeld int
 	// BacklogWait is how long, in a backlog, the source waits for the
 	// first message of the next one before it submits what it holds;

@@ -307,6 +307,36 @@ func TestBacklogYieldsOneStatePerUserAndCompletesAll(t *testing.T) {
 	}
 }
 
+// A user's superseded messages are completed while the newest one still
+// waits for the core: only the newest is kept in hand (and in memory).
+func TestSupersededMessagesAreCompletedWhileTheNewestWaits(t *testing.T) {
+	ctx := ctxFor(t, 60*time.Second)
+	us := users(1)
+	b := sbtest.Start(t, sbtest.Options{Queues: []string{"presence"}, LockDuration: time.Minute})
+	// A long first-receive window so that the five messages form one batch.
+	h := run(t, b, Options{Users: us, Config: config.ServiceBus{Queue: "presence"}, TimeAfterFirstMessage: 500 * time.Millisecond})
+	h.core.setHold(true) // the newest update is taken but not yet durable
+	// The newest (4) arrives second: older ones are superseded both before
+	// and after it.
+	var bodies [][]byte
+	for _, n := range []int{1, 4, 0, 3, 2} {
+		bodies = append(bodies, v1(us[0].ID, []string{"Available", "Busy", "Away"}[n%3], n))
+	}
+	b.Send(ctx, "presence", bodies...)
+
+	if !h.core.waitFor(ctx, 30*time.Second, func() bool { a, _ := h.core.snapshot(); return len(a) > 0 }) {
+		t.Fatal("no update submitted")
+	}
+	waitCount(t, ctx, b, "presence", 0, 1)
+	applied, _ := h.core.snapshot()
+	if len(applied) != 1 || !applied[0].ObservedAt.Equal(t0.Add(4*time.Second)) {
+		t.Fatalf("applied %v, want only the newest (observed at %v)", applied, t0.Add(4*time.Second))
+	}
+	h.core.setHold(false)
+	waitCount(t, ctx, b, "presence", 0, 0)
+	waitCount(t, ctx, b, "presence", azservicebus.SubQueueDeadLetter, 0)
+}
+
 func TestSinkOutageLongerThanThreeLockDurations(t *testing.T) {
 	ctx := ctxFor(t, 90*time.Second)
 	us := users(1)
