@@ -444,6 +444,13 @@ func (s *Sink) connect(ctx context.Context) (*conn, error) {
 		SetKeepAlive(keepAlive).
 		SetWriteTimeout(writeTimeout).
 		SetWill(s.t.bridgeState(), payloadOffline, 1, true).
+		// Messages that match no subscription any more (our own discovery
+		// configs echoed after the sweep unsubscribed, while the
+		// UNSUBSCRIBE was in flight) must still be acknowledged: paho
+		// keeps an unacknowledged QoS 1 message in its store for the
+		// whole connection (about 1.7 MB for 1,000 users' configs), and
+		// the broker counts it against the connection's in-flight window.
+		SetDefaultPublishHandler(func(mqtt.Client, mqtt.Message) {}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) { c.setLost(err) })
 	if cfg.Username != "" {
 		o.SetUsername(cfg.Username)
