@@ -3,9 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,11 +13,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/presence-bridge/presence-bridge/app"
-	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/internal/mosquitto"
 	"github.com/presence-bridge/presence-bridge/presence"
-	"github.com/presence-bridge/presence-bridge/servicebus"
 	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
 )
 
@@ -54,21 +48,8 @@ func jsonMessage(body []byte) *azservicebus.Message {
 // alone (QoS 1 publish → a subscriber), and end to end (send to the user's
 // topic → the bridge binary → mosquitto → a subscriber). bridge-p50/p99 are
 // the percentiles of each tick's end to end minus its two raw hops.
-//
-// "binary" is the bridge as shipped; "tafm-1ms" runs the same daemon
-// in-process with the Service Bus receive's TimeAfterFirstMessage at 1 ms
-// instead of the SDK's 20 ms, which is most of the as-shipped share.
 func BenchmarkLatency(b *testing.B) {
 	requireBinary(b)
-	b.Run("binary", func(b *testing.B) { benchLatency(b, nil) })
-	b.Run("tafm-1ms", func(b *testing.B) {
-		benchLatency(b, &servicebus.Options{TimeAfterFirstMessage: time.Millisecond})
-	})
-}
-
-// benchLatency runs the latency measurement against the binary (sbOpts nil)
-// or against the daemon in-process with the given source options.
-func benchLatency(b *testing.B, sbOpts *servicebus.Options) {
 	const ticks, rate = 100, 10
 	sb := sbtest.Start(b, sbtest.Options{Subscriptions: []string{alexID + "/home"}, Queues: []string{"raw"}})
 	mq := mosquitto.Start(b)
@@ -122,7 +103,7 @@ service_bus:
 mqtt:
   url: %s
 `, alexID, mq.URL())
-	logs := startDaemon(b, ctx, cfg, sb.ConnectionString(), sbOpts)
+	logs := startBridge(b, cfg, "SB="+sb.ConnectionString()).logs
 	online := watch(b, mq.URL(), "presence-bridge/bridge/state")
 	online.waitFor(b, ctx, "bridge online", func(ms []received) bool { return has(ms, "presence-bridge/bridge/state", "online") })
 
@@ -191,36 +172,6 @@ mqtt:
 	b.ReportMetric(ms(percentile(e2eLat, .99)), "e2e-p99-ms")
 	b.ReportMetric(ms(percentile(share, .5)), "bridge-p50-ms")
 	b.ReportMetric(ms(percentile(share, .99)), "bridge-p99-ms")
-}
-
-// startDaemon runs the bridge: the binary when sbOpts is nil, else the
-// daemon in-process with those source options. It returns its output.
-func startDaemon(b *testing.B, ctx context.Context, cfgText, sbConn string, sbOpts *servicebus.Options) *syncBuffer {
-	b.Helper()
-	if sbOpts == nil {
-		return startBridge(b, cfgText, "SB="+sbConn).logs
-	}
-	path := filepath.Join(b.TempDir(), "presence-bridge.yaml")
-	if err := os.WriteFile(path, []byte(cfgText), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Load(path, func(k string) (string, bool) { return sbConn, k == "SB" })
-	if err != nil {
-		b.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	d, err := app.NewDaemon(app.DaemonOptions{
-		Config: cfg, Version: "bench", ServiceBus: *sbOpts,
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dctx, cancel := context.WithCancel(ctx)
-	stopped := make(chan struct{})
-	go func() { _ = d.Run(dctx); close(stopped) }()
-	b.Cleanup(func() { cancel(); <-stopped })
-	return logs
 }
 
 // preloadQueue sends the bodies to a queue with a few concurrent senders.
@@ -469,5 +420,107 @@ func BenchmarkThousandUsers(b *testing.B) {
 	b.ReportMetric(rss, "rss-MiB")
 	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(idleCPU, "idle-cpu-%")
+	b.ReportMetric(rate, "updates/s")
+}
+
+// BenchmarkHousehold: 10 users, each on their own topic subscription (SPEC
+// §8's household), take 3,000 updates (300 each, sent as fast as one sender
+// per user can, the last of each marked). Reports the bridge binary's
+// resident set after start, after every message is settled, and its peak.
+func BenchmarkHousehold(b *testing.B) {
+	requireBinary(b)
+	const users, perUser = 10, 300
+	subs := make([]string, users)
+	for i := range subs {
+		subs[i] = guid(i) + "/home"
+	}
+	sb := sbtest.Start(b, sbtest.Options{Subscriptions: subs})
+	mq := mosquitto.Start(b)
+	ctx, cancel := context.WithTimeout(b.Context(), 10*time.Minute)
+	defer cancel()
+	client := sdkClient(b, sb)
+	senders := make([]*azservicebus.Sender, users)
+	for i := range senders {
+		senders[i] = sender(b, client, guid(i))
+	}
+	cfg := fmt.Sprintf("health_addr: \"\"\nlog_level: warn\n%sservice_bus:\n  connection_string: ${SB}\n  subscription: home\nmqtt:\n  url: %s\n", usersYAML(users), mq.URL())
+
+	var (
+		mu    sync.Mutex
+		final = make(map[string]bool, users)
+		done  = make(chan struct{})
+	)
+	sub := newClient(b, mq.URL())
+	awaitToken(b, sub.Subscribe("presence-bridge/+/state", 1, func(_ mqtt.Client, m mqtt.Message) {
+		if !strings.Contains(string(m.Payload()), `"status_message":"final"`) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !final[m.Topic()] {
+			final[m.Topic()] = true
+			if len(final) == users {
+				close(done)
+			}
+		}
+	}), "subscribe")
+
+	var rss0, rss, peak, rate float64
+	for b.Loop() {
+		p := startBridge(b, cfg, "SB="+sb.ConnectionString())
+		online := watch(b, mq.URL(), "presence-bridge/bridge/state")
+		online.waitFor(b, ctx, "bridge online", func(ms []received) bool { return has(ms, "presence-bridge/bridge/state", "online") })
+		startRSS, _ := p.rssKiB(b)
+
+		start := time.Now().UTC()
+		avail := []presence.Availability{presence.AvailabilityAvailable, presence.AvailabilityBusy, presence.AvailabilityAway, presence.AvailabilityDoNotDisturb}
+		began := time.Now()
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		for u, s := range senders {
+			wg.Go(func() {
+				for k := range perUser {
+					upd := presence.Update{UserID: guid(u), Availability: avail[k%len(avail)], ObservedAt: start.Add(time.Duration(k) * time.Millisecond)}
+					if k == perUser-1 {
+						upd.StatusMessage = "final"
+					}
+					if err := s.SendMessage(ctx, jsonMessage(body(b, upd)), nil); err != nil {
+						failed.Store(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err, _ := failed.Load().(error); err != nil {
+			b.Fatalf("send: %v", err)
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			b.Fatalf("only %d users reached their final state:\n%s", len(final), p.logs.String())
+		}
+		rate = float64(users*perUser) / time.Since(began).Seconds()
+		// Every message settled: nothing left in hand.
+		for _, s := range subs {
+			path := strings.Replace(s, "/", "/Subscriptions/", 1)
+			for tick := time.NewTicker(100 * time.Millisecond); sb.Count(ctx, path, 0) != 0; <-tick.C {
+				if ctx.Err() != nil {
+					b.Fatalf("%s never drained", path)
+				}
+			}
+			if n := sb.Count(ctx, path, azservicebus.SubQueueDeadLetter); n != 0 {
+				b.Errorf("%s: %d messages dead-lettered", path, n)
+			}
+		}
+		now, hwm := p.rssKiB(b)
+		rss0, rss, peak = float64(startRSS)/1024, float64(now)/1024, float64(hwm)/1024
+		if code, _ := p.stop(b); code != 0 {
+			b.Fatalf("bridge exit %d:\n%s", code, p.logs.String())
+		}
+	}
+	b.ReportMetric(rss0, "start-rss-MiB")
+	b.ReportMetric(rss, "rss-MiB")
+	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(rate, "updates/s")
 }
