@@ -403,7 +403,9 @@ func (w *sinkWorker) requeue(states []State) {
 
 const (
 	retryMin = 100 * time.Millisecond
-	retryMax = 10 * time.Second
+	// retryMax is short: after an MQTT outage the messages held meanwhile are
+	// completed at most this long after the broker is back.
+	retryMax = 2 * time.Second
 )
 
 func (w *sinkWorker) run(ctx context.Context) {
