@@ -223,6 +223,7 @@ type batch struct {
 	order    []*group
 	received int       // messages taken into the batch, settled or not
 	renewBy  time.Time // the earliest renewal due
+	lastSeq  int64     // the highest sequence number taken (0: none known)
 }
 
 // add decodes msgs into b; invalid ones go to the dead-letter queue at once.
@@ -237,6 +238,7 @@ type batch struct {
 func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.ReceivedMessage) {
 	now := time.Now()
 	for _, m := range msgs {
+		b.lastSeq = max(b.lastSeq, seq(m))
 		u, err := r.decode(m)
 		if err != nil {
 			st.deadLetter(m, err)
@@ -281,15 +283,21 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 			break
 		}
 		// A backlog has its next messages ready: wait no longer than
-		// BacklogWait for them.
+		// BacklogWait for them, and not at all once the broker shows that
+		// nothing follows what was taken.
 		rctx, cancel := context.WithTimeout(ctx, r.opts.BacklogWait)
+		drained := r.watchDrained(rctx, cancel, b.lastSeq)
 		var err error
 		msgs, err = r.rcv.ReceiveMessages(rctx, want, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.BacklogTimeAfterFirstMessage})
 		cancel()
+		end := <-drained
 		if err != nil {
 			break // the backlog is drained, or the next receive reports the failure
 		}
 		r.add(b, st, msgs)
+		if end {
+			break
+		}
 	}
 	if len(b.order) == 0 {
 		return
@@ -328,6 +336,30 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 			return
 		}
 	}
+}
+
+// watchDrained peeks, while the next receive of a backlog runs, at the
+// first message after sequence number last, and cancels the receive (through
+// cancel) when there is none: the backlog is drained, and waiting BacklogWait
+// for more would only hold back its states. A peek also shows locked
+// messages, so the ones already on their way to this receiver keep the
+// receive going. The channel yields whether the backlog was found drained.
+func (r *entityReceiver) watchDrained(ctx context.Context, cancel context.CancelFunc, last int64) <-chan bool {
+	out := make(chan bool, 1)
+	if last == 0 {
+		out <- false // no sequence numbers: wait as before
+		return out
+	}
+	go func() {
+		next := last + 1
+		peeked, err := r.rcv.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &next})
+		drained := err == nil && len(peeked) == 0
+		if drained {
+			cancel()
+		}
+		out <- drained
+	}()
+	return out
 }
 
 // decode turns a message into an update; the error is a *presence.DecodeError.

@@ -337,6 +337,59 @@ func TestSupersededMessagesAreCompletedWhileTheNewestWaits(t *testing.T) {
 	waitCount(t, ctx, b, "presence", azservicebus.SubQueueDeadLetter, 0)
 }
 
+// Once the broker shows that nothing follows the backlog, the source submits
+// it at once instead of waiting BacklogWait for a next receive, also when
+// the backlog ends exactly on a full receive; the receive that the source
+// cuts short loses nothing that arrives afterwards.
+func TestDrainedBacklogIsSubmittedWithoutWaitingForMore(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		messages int // per user, 5 users; batches of 50
+	}{
+		{"ends on a full receive", 50},
+		{"ends on a short receive", 47},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxFor(t, 60*time.Second)
+			us := users(5)
+			b := sbtest.Start(t, sbtest.Options{Queues: []string{"presence"}})
+			var bodies [][]byte
+			for i := range tc.messages {
+				for _, u := range us {
+					bodies = append(bodies, v1(u.ID, []string{"Available", "Busy", "Away"}[i%3], i))
+				}
+			}
+			b.Send(ctx, "presence", bodies...)
+			// Waiting BacklogWait would outlast the test's deadline.
+			h := run(t, b, Options{
+				Users: us, Config: config.ServiceBus{Queue: "presence"},
+				BatchSize: 50, BacklogWait: time.Hour, TimeAfterFirstMessage: 500 * time.Millisecond,
+			})
+			newest := t0.Add(time.Duration(tc.messages-1) * time.Second)
+			if !h.core.waitFor(ctx, 30*time.Second, func() bool { a, _ := h.core.snapshot(); return len(a) >= len(us) }) {
+				t.Fatal("the backlog was not submitted")
+			}
+			waitCount(t, ctx, b, "presence", 0, 0)
+			applied, last := h.core.snapshot()
+			if len(applied) != len(us) {
+				t.Errorf("%d state applications, want %d (one per user)", len(applied), len(us))
+			}
+			for _, u := range us {
+				if got := last[u.ID].ObservedAt; !got.Equal(newest) {
+					t.Errorf("user %s ends at %v, want the newest (%v)", u.ID, got, newest)
+				}
+			}
+			// A message sent after the cut-short receive still arrives.
+			b.Send(ctx, "presence", v1(us[0].ID, "Busy", tc.messages+1))
+			if !h.core.waitFor(ctx, 30*time.Second, func() bool { a, _ := h.core.snapshot(); return len(a) == len(us)+1 }) {
+				t.Fatal("the message sent after the backlog was not applied")
+			}
+			waitCount(t, ctx, b, "presence", 0, 0)
+			waitCount(t, ctx, b, "presence", azservicebus.SubQueueDeadLetter, 0)
+		})
+	}
+}
+
 func TestSinkOutageLongerThanThreeLockDurations(t *testing.T) {
 	ctx := ctxFor(t, 90*time.Second)
 	us := users(1)
