@@ -68,8 +68,12 @@ func (r *entityReceiver) shutdown(ctx context.Context) {
 	r.leftover = nil
 }
 
-// run loops until ctx ends: wait for the core, take a batch, settle it.
+// run loops until ctx ends: wait for the core, take a batch, settle it. The
+// settlements of a batch run on (bounded by SettleConcurrency) while the
+// next batch is received; run returns once they have all finished.
 func (r *entityReceiver) run(ctx context.Context, sub bridge.Submitter) {
+	st := newSettler(r, ctx)
+	defer st.wait()
 	attempt := 0 // consecutive failures
 	empty := 0   // consecutive receives that returned nothing
 	healthy := false
@@ -120,7 +124,7 @@ func (r *entityReceiver) run(ctx context.Context, sub bridge.Submitter) {
 			continue
 		}
 		empty = 0
-		r.handleBatch(ctx, sub, msgs)
+		r.handleBatch(ctx, sub, st, msgs)
 	}
 }
 
@@ -268,10 +272,10 @@ func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.Receive
 // backlog), more batches up to MaxHeld messages, so that a backlog collapses to one
 // update per user; it submits the newest update of each user and settles
 // that message once the core has decided, renewing its lock meanwhile. When
-// ctx ends first, whatever is undecided is abandoned.
-func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, msgs []*azservicebus.ReceivedMessage) {
-	st := newSettler(r, ctx)
-	defer st.wait()
+// ctx ends first, whatever is undecided is abandoned. It returns once the
+// core has decided on every message; their settlements may still be running
+// on st.
+func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, st *settler, msgs []*azservicebus.ReceivedMessage) {
 	b := &batch{groups: map[string]*group{}}
 	r.add(b, st, msgs)
 	// More than one message per receive means a backlog (live traffic comes
@@ -428,7 +432,7 @@ func (r *entityReceiver) renewDue(ctx context.Context, pending map[*group]bool) 
 	}
 }
 
-// settler runs the settlements of one batch with bounded concurrency.
+// settler runs a receiver's settlements with bounded concurrency.
 type settler struct {
 	r *entityReceiver
 	// ctx is the receive context; settlements started after it ends use a

@@ -10,9 +10,10 @@
 // everything still in hand when the source stops is abandoned so that another
 // consumer gets it at once.
 //
-// Each receiver takes one batch at a time. Within a batch only the newest
-// update per user is submitted and kept in hand; the messages it supersedes
-// change nothing and are completed as they arrive. While the core is not ready (its durable sink, MQTT, is
+// Each receiver takes one batch at a time; a batch's settlements run on
+// while the next one is received. Within a batch only the newest update per
+// user is submitted and kept in hand; the messages it supersedes change
+// nothing and are completed as they arrive. While the core is not ready (its durable sink, MQTT, is
 // down) no batch is taken, and while a batch waits for the core its locks are
 // renewed: a message is never abandoned to wait, because every abandon counts
 // as a delivery and Service Bus dead-letters after its max delivery count.
@@ -58,7 +59,8 @@ type Options struct {
 	MaxHeld int
 	// BacklogWait is how long, in a backlog, the source waits for the
 	// first message of the next one before it submits what it holds;
-	// default 250ms (a round trip to Azure with room to spare).
+	// default 250ms (a round trip to Azure with room to spare). It does not
+	// wait once a peek shows that no message follows the ones it took.
 	BacklogWait time.Duration
 	// TimeAfterFirstMessage is how long the first receive of a batch waits
 	// for more messages after the first one arrived; default 1ms. Live

@@ -86,6 +86,12 @@ type harness struct {
 // run starts a Source for us against broker with the fake core.
 func run(t *testing.T, broker *sbtest.Broker, opts Options) *harness {
 	t.Helper()
+	return runWith(t, broker, opts, nil)
+}
+
+// runWith is run with prepare called on the Source before it runs.
+func runWith(t *testing.T, broker *sbtest.Broker, opts Options, prepare func(*Source)) *harness {
+	t.Helper()
 	h := &harness{t: t, broker: broker, core: newFakeCore(), status: &statusLog{}, logs: &syncBuffer{}, done: make(chan error, 1)}
 	if opts.Config.ConnectionString == "" {
 		opts.Config.ConnectionString = config.Secret(broker.ConnectionString())
@@ -102,6 +108,9 @@ func run(t *testing.T, broker *sbtest.Broker, opts Options) *harness {
 	src, err := New(opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
+	}
+	if prepare != nil {
+		prepare(src)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
@@ -388,6 +397,57 @@ func TestDrainedBacklogIsSubmittedWithoutWaitingForMore(t *testing.T) {
 			waitCount(t, ctx, b, "presence", azservicebus.SubQueueDeadLetter, 0)
 		})
 	}
+}
+
+// holdingReceiver holds the completion of the messages whose body contains
+// hold until release is closed; held is closed when the first one starts.
+type holdingReceiver struct {
+	receiver
+	hold    []byte
+	held    chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *holdingReceiver) CompleteMessage(ctx context.Context, m *azservicebus.ReceivedMessage, o *azservicebus.CompleteMessageOptions) error {
+	if bytes.Contains(m.Body, h.hold) {
+		h.once.Do(func() { close(h.held) })
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return h.receiver.CompleteMessage(ctx, m, o)
+}
+
+// A batch's settlements do not hold up the next batch: while one message's
+// completion is still under way, the next message is received and reaches
+// the core; both are completed in the end.
+func TestNextBatchIsReceivedWhileTheLastIsBeingSettled(t *testing.T) {
+	ctx := ctxFor(t, 60*time.Second)
+	us := users(2)
+	b := sbtest.Start(t, sbtest.Options{Queues: []string{"presence"}, LockDuration: time.Minute})
+	hr := &holdingReceiver{hold: []byte(us[0].ID), held: make(chan struct{}), release: make(chan struct{})}
+	// A settlement times out only after the test's deadline.
+	h := runWith(t, b, Options{Users: us, Config: config.ServiceBus{Queue: "presence"}, SettleTimeout: 5 * time.Minute}, func(s *Source) {
+		hr.receiver = s.receivers[0].rcv
+		s.receivers[0].rcv = hr
+	})
+	b.Send(ctx, "presence", v1(us[0].ID, "Busy", 1))
+	select {
+	case <-hr.held:
+	case <-ctx.Done():
+		t.Fatal("the first message's completion never started")
+	}
+	b.Send(ctx, "presence", v1(us[1].ID, "Away", 1))
+	if !h.core.waitFor(ctx, 20*time.Second, func() bool { a, _ := h.core.snapshot(); return len(a) == 2 }) {
+		t.Fatal("the second message did not reach the core while the first was being completed")
+	}
+	waitCount(t, ctx, b, "presence", 0, 1) // the second completed, the first still locked
+	close(hr.release)
+	waitCount(t, ctx, b, "presence", 0, 0)
+	waitCount(t, ctx, b, "presence", azservicebus.SubQueueDeadLetter, 0)
 }
 
 func TestSinkOutageLongerThanThreeLockDurations(t *testing.T) {
