@@ -25,6 +25,9 @@ type Env struct {
 	LookupEnv func(name string) (string, bool)
 	// Version and Commit identify the build (set with -ldflags -X in main).
 	Version, Commit string
+	// ConfiguredUsers, when set, learns how many users the daemon runs
+	// with before it starts (main sizes the runtime's memory limit by it).
+	ConfiguredUsers func(n int)
 }
 
 func (e Env) getenv(name string) string {

@@ -82,6 +82,9 @@ func runDaemon(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	logger := newLogger(env.Stderr, cfg.LogLevel)
+	if env.ConfiguredUsers != nil {
+		env.ConfiguredUsers(len(cfg.Users))
+	}
 	d, err := NewDaemon(DaemonOptions{Config: cfg, Logger: logger, Version: or(env.Version, "dev"), AddOn: path == addon.DefaultOptionsPath, SupervisorToken: env.getenv(addon.TokenEnv)})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "presence-bridge: %v\n", err)
