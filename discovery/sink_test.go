@@ -207,6 +207,9 @@ func TestReconnectPublishesEachStateOnce(t *testing.T) {
 	w.mu.Lock()
 	w.msgs = nil
 	w.mu.Unlock()
+	// Consume the start-up statuses ("connecting", then ok), so that the
+	// wait below sees the loss of this connection, not the first status.
+	status.waitFor(t, "mqtt ok=true")
 
 	p.cut()
 	status.waitFor(t, "mqtt ok=false")
