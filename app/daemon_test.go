@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -18,30 +17,13 @@ import (
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/internal/mosquitto"
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"github.com/presence-bridge/presence-bridge/presence"
 	"github.com/presence-bridge/presence-bridge/servicebus"
 	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
 )
 
 const alexID = "6f1c2a3b-1111-2222-3333-444455556666"
-
-// syncBuffer is a log sink the test can read while the daemon writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // daemonConfig writes a configuration for Alex on the broker at mqttURL,
 // with the Service Bus connection string from $SB; top and mqttExtra add
@@ -66,7 +48,7 @@ mqtt:
 
 // daemon runs `presence-bridge run` in-process and returns its exit code on
 // the channel.
-func daemon(t *testing.T, ctx context.Context, cfgPath string, vars map[string]string, stderr *syncBuffer) <-chan int {
+func daemon(t *testing.T, ctx context.Context, cfgPath string, vars map[string]string, stderr *safebuf.Buffer) <-chan int {
 	exit := make(chan int, 1)
 	go func() {
 		exit <- Run(ctx, []string{"run", "-config", cfgPath}, Env{
@@ -119,7 +101,7 @@ func TestDaemonDeliversAndStopsCleanly(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var logs syncBuffer
+	var logs safebuf.Buffer
 	exit := daemon(t, ctx, cfg, map[string]string{"SB": sb.ConnectionString()}, &logs)
 
 	await(t, states, func(m mqtt.Message) bool {
@@ -172,7 +154,7 @@ func TestDaemonRefusedCredentialsAndNoSecretsInLogs(t *testing.T) {
 	})
 	broker := mosquitto.Start(t, mosquitto.WithCredentials("bridge", "the-right-password"))
 	cfg := daemonConfig(t, broker.URL(), "log_level: debug", "  username: bridge\n  password: ${MQTT_PASSWORD}\n")
-	var logs syncBuffer
+	var logs safebuf.Buffer
 	exit := daemon(t, t.Context(), cfg, map[string]string{
 		"SB":            sb.ConnectionStringWithKey("listen", sbSecret),
 		"MQTT_PASSWORD": mqttSecret,
@@ -210,7 +192,7 @@ func TestDaemonServiceBusKeyRefusedNoSecretsInLogs(t *testing.T) {
 	sensor := subscribe(t, broker.URL(), "presence-bridge/bridge/service_bus")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var logs syncBuffer
+	var logs safebuf.Buffer
 	exit := daemon(t, ctx, cfg, map[string]string{"SB": sb.ConnectionStringWithKey("listen", sbSecret)}, &logs)
 	await(t, sensor, func(m mqtt.Message) bool { return string(m.Payload()) == "OFF" }, "service_bus connectivity OFF")
 	cancel()

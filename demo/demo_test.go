@@ -1,7 +1,6 @@
 package demo_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -12,27 +11,10 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/presence-bridge/presence-bridge/demo"
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 )
 
 const wait = 20 * time.Second
-
-// syncBuffer is an io.Writer safe for the demo's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // The demo runs the real pipeline: a subscriber of its broker sees the
 // discovery configs and the simulated users' states; cancelling stops it.
@@ -57,7 +39,7 @@ func TestDemoPublishesToSubscribers(t *testing.T) {
 		}
 	}
 	listening := make(chan string, 1)
-	var out syncBuffer
+	var out safebuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	runErr := make(chan error, 1)
@@ -139,7 +121,7 @@ func TestDemoPublishesToSubscribers(t *testing.T) {
 func TestDemoSteps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	var out syncBuffer
+	var out safebuf.Buffer
 	if err := demo.Run(ctx, demo.Options{Addr: "127.0.0.1:0", Out: &out, Interval: time.Millisecond, Steps: 3}); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
@@ -177,7 +159,7 @@ func TestDemoBusyPort(t *testing.T) {
 func TestDemoDrivesSimulatedHue(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	var out syncBuffer
+	var out safebuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- demo.Run(ctx, demo.Options{Addr: "127.0.0.1:0", Out: &out, Interval: 300 * time.Millisecond})

@@ -361,25 +361,7 @@ func BenchmarkThousandUsers(b *testing.B) {
 	client := sdkClient(b, sb)
 	cfg := fmt.Sprintf("health_addr: \"\"\nlog_level: warn\n%sservice_bus:\n  connection_string: ${SB}\n  queue: q\nmqtt:\n  url: %s\n", usersYAML(users), mq.URL())
 
-	var (
-		mu    sync.Mutex
-		final = make(map[string]bool, users)
-		done  = make(chan struct{})
-	)
-	sub := newClient(b, mq.URL())
-	awaitToken(b, sub.Subscribe("presence-bridge/+/state", 1, func(_ mqtt.Client, m mqtt.Message) {
-		if !strings.Contains(string(m.Payload()), `"status_message":"final"`) {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !final[m.Topic()] {
-			final[m.Topic()] = true
-			if len(final) == users {
-				close(done)
-			}
-		}
-	}), "subscribe")
+	done, reached := awaitFinalStates(b, mq.URL(), users)
 
 	var rss0, rss, peak, idleCPU, rate float64
 	for b.Loop() {
@@ -405,7 +387,7 @@ func BenchmarkThousandUsers(b *testing.B) {
 		select {
 		case <-done:
 		case <-ctx.Done():
-			b.Fatalf("only %d users reached their final state:\n%s", len(final), p.logs.String())
+			b.Fatalf("only %d users reached their final state:\n%s", reached(), p.logs.String())
 		}
 		rate = float64(len(bodies)) / time.Since(began).Seconds()
 		// Every message settled: nothing left in hand.
@@ -459,25 +441,7 @@ func BenchmarkHousehold(b *testing.B) {
 	}
 	cfg := fmt.Sprintf("health_addr: \"\"\nlog_level: warn\n%sservice_bus:\n  connection_string: ${SB}\n  subscription: home\nmqtt:\n  url: %s\n", usersYAML(users), mq.URL())
 
-	var (
-		mu    sync.Mutex
-		final = make(map[string]bool, users)
-		done  = make(chan struct{})
-	)
-	sub := newClient(b, mq.URL())
-	awaitToken(b, sub.Subscribe("presence-bridge/+/state", 1, func(_ mqtt.Client, m mqtt.Message) {
-		if !strings.Contains(string(m.Payload()), `"status_message":"final"`) {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !final[m.Topic()] {
-			final[m.Topic()] = true
-			if len(final) == users {
-				close(done)
-			}
-		}
-	}), "subscribe")
+	done, reached := awaitFinalStates(b, mq.URL(), users)
 
 	var rss0, rss, peak, rate float64
 	for b.Loop() {
@@ -512,7 +476,7 @@ func BenchmarkHousehold(b *testing.B) {
 		select {
 		case <-done:
 		case <-ctx.Done():
-			b.Fatalf("only %d users reached their final state:\n%s", len(final), p.logs.String())
+			b.Fatalf("only %d users reached their final state:\n%s", reached(), p.logs.String())
 		}
 		rate = float64(users*perUser) / time.Since(began).Seconds()
 		// Every message settled: nothing left in hand.
@@ -537,4 +501,35 @@ func BenchmarkHousehold(b *testing.B) {
 	b.ReportMetric(rss, "rss-MiB")
 	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(rate, "updates/s")
+}
+
+// awaitFinalStates subscribes to the users' states and closes the returned
+// channel once each of n users has shown its last update (status message
+// "final"); reached counts the users that have.
+func awaitFinalStates(b *testing.B, url string, n int) (done <-chan struct{}, reached func() int) {
+	b.Helper()
+	var (
+		mu    sync.Mutex
+		final = make(map[string]bool, n)
+		all   = make(chan struct{})
+	)
+	sub := newClient(b, url)
+	awaitToken(b, sub.Subscribe("presence-bridge/+/state", 1, func(_ mqtt.Client, m mqtt.Message) {
+		if !strings.Contains(string(m.Payload()), `"status_message":"final"`) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !final[m.Topic()] {
+			final[m.Topic()] = true
+			if len(final) == n {
+				close(all)
+			}
+		}
+	}), "subscribe")
+	return all, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(final)
+	}
 }

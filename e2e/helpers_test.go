@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
 
@@ -57,28 +57,10 @@ func requireBinary(tb testing.TB) {
 	}
 }
 
-// syncBuffer collects the bridge's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // bridgeProc is a running presence-bridge binary.
 type bridgeProc struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *safebuf.Buffer
 	done chan struct{}
 	code int
 }
@@ -90,7 +72,7 @@ func startBridge(tb testing.TB, cfg string, env ...string) *bridgeProc {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	p := &bridgeProc{logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &bridgeProc{logs: &safebuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, "run", "-config", path)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
