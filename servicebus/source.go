@@ -237,21 +237,42 @@ func (s *Source) Entities() []string {
 // never stops it (the failure is logged and reported as status).
 func (s *Source) Run(ctx context.Context, sub bridge.Submitter) error {
 	s.health.start(s.Entities())
+	// Once ctx ends, the goodbyes (abandons, closing links and clients) share
+	// one deadline, so the whole stop takes at most SettleTimeout.
+	stopCtx, cancel := stopContext(ctx, s.opts.SettleTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, r := range s.receivers {
 		wg.Go(func() {
 			r.run(ctx, sub)
-			// ctx has ended: a fresh, short context for the goodbyes.
-			closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.SettleTimeout)
-			defer cancel()
-			r.shutdown(closeCtx)
+			r.shutdown(stopCtx)
 		})
 	}
 	wg.Wait()
-	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.SettleTimeout)
-	defer cancel()
-	s.closeClients(closeCtx)
+	s.closeClients(stopCtx)
 	return nil
+}
+
+// stopContext returns a context that is not cancelled with ctx but ends d
+// after ctx does.
+func stopContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	stopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var timer *time.Timer
+	var mu sync.Mutex
+	unregister := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		timer = time.AfterFunc(d, cancel)
+	})
+	return stopCtx, func() {
+		unregister()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
 }
 
 func (s *Source) closeClients(ctx context.Context) {

@@ -1,11 +1,13 @@
 package servicebus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
@@ -170,4 +172,25 @@ func TestNewBuildsOneReceiverPerUserOrOneForTheQueue(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestStopContextEndsAfterItsParent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		stop, release := stopContext(ctx, 3*time.Second)
+		defer release()
+		time.Sleep(time.Hour)
+		if stop.Err() != nil {
+			t.Fatal("ended before its parent did")
+		}
+		cancel()
+		time.Sleep(2 * time.Second)
+		if stop.Err() != nil {
+			t.Fatal("ended before the grace period")
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if stop.Err() == nil {
+			t.Fatal("still alive after the grace period")
+		}
+	})
 }
