@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -166,7 +167,7 @@ func walkSchema(t *testing.T, path string, node any, inList bool, fn func(path, 
 	case string:
 		fn(path, n, inList)
 	case map[string]any:
-		for _, k := range sortedKeys(n) {
+		for _, k := range slices.Sorted(maps.Keys(n)) {
 			walkSchema(t, join(path, k), n[k], inList, fn)
 		}
 	case []any:
@@ -189,15 +190,6 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func TestSchemaGrammar(t *testing.T) {
@@ -407,7 +399,7 @@ func compareType(t *testing.T, path string, schema any, typ reflect.Type) {
 			}
 			fields[name] = f.Type
 		}
-		for _, k := range sortedKeys(s) {
+		for _, k := range slices.Sorted(maps.Keys(s)) {
 			ft, ok := fields[k]
 			if !ok {
 				t.Errorf("%s: add-on option with no config field", join(path, k))
@@ -602,7 +594,7 @@ func TestTranslations(t *testing.T) {
 
 func compareTranslations(t *testing.T, path string, schema, tr map[string]any) {
 	t.Helper()
-	for _, k := range sortedKeys(schema) {
+	for _, k := range slices.Sorted(maps.Keys(schema)) {
 		p := join(path, k)
 		entry, ok := tr[k].(map[string]any)
 		if !ok {

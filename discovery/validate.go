@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -39,7 +39,7 @@ func Validate(topic string, payload []byte, published map[string][]string) error
 		v.addf("components", "required, at least one component")
 	}
 	uniq := make(map[string]string)
-	for _, key := range sortedKeys(comps) {
+	for _, key := range slices.Sorted(maps.Keys(comps)) {
 		v.component(key, comps[key], inherited, uniq)
 	}
 	return v.err()
@@ -108,7 +108,7 @@ func (v *validator) topic(topic string) {
 }
 
 func (v *validator) keys(path string, m map[string]any, allowed map[string]bool) {
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		if !allowed[k] {
 			v.addf(join(path, k), "unknown key")
 		}
@@ -300,13 +300,4 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
-}
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
