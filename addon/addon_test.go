@@ -29,7 +29,7 @@ const minimalOptions = `{
   "health_addr": "127.0.0.1:8086",
   "users": [{"id": "` + alexID + `", "name": "Alex"}],
   "service_bus": {"subscription": "home", "connection_string": "` + connStr + `"},
-  "mqtt": {"client_id": "presence-bridge", "discovery_prefix": "homeassistant", "base_topic": "presence-bridge"},
+  "mqtt": {"discovery_prefix": "homeassistant", "base_topic": "presence-bridge"},
   "hue": {"mode": "auto", "min_interval": "1s", "bridges": [], "colors": []}
 }`
 

@@ -17,6 +17,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/discovery"
 	"github.com/presence-bridge/presence-bridge/health"
 	"github.com/presence-bridge/presence-bridge/hue"
+	"github.com/presence-bridge/presence-bridge/presence"
 	"github.com/presence-bridge/presence-bridge/servicebus"
 	"gopkg.in/yaml.v3"
 )
@@ -172,7 +173,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 			}
 		})
 	}
-	ids := make([]string, len(cfg.Users))
+	ids := make([]presence.UserID, len(cfg.Users))
 	for i, u := range cfg.Users {
 		ids[i] = u.ID
 	}

@@ -20,7 +20,7 @@ import (
 
 // State is what the sinks show for one user.
 type State struct {
-	UserID        string
+	UserID        presence.UserID
 	Availability  presence.Availability
 	Activity      presence.Activity
 	StatusMessage string

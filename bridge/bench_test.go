@@ -21,16 +21,16 @@ func (s *instantSink) Apply(_ context.Context, states []bridge.State) error {
 }
 func (s *instantSink) WaitReady(ctx context.Context) error { return ctx.Err() }
 
-func userIDs(n int) []string {
-	ids := make([]string, n)
+func userIDs(n int) []presence.UserID {
+	ids := make([]presence.UserID, n)
 	for i := range ids {
-		ids[i] = fmt.Sprintf("%08x-1111-2222-3333-444455556666", i)
+		ids[i] = presence.UserID(fmt.Sprintf("%08x-1111-2222-3333-444455556666", i))
 	}
 	return ids
 }
 
 // bodies encodes rounds of changing presence for every user, in order.
-func bodies(b *testing.B, users []string, rounds int) [][]byte {
+func bodies(b *testing.B, users []presence.UserID, rounds int) [][]byte {
 	t0 := time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
 	avail := presence.Availabilities()
 	var out [][]byte

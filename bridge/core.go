@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,8 +22,8 @@ type SinkSpec struct {
 
 // Options configure a Core.
 type Options struct {
-	// Users are the configured user ids (GUIDs, any case).
-	Users  []string
+	// Users are the configured user ids.
+	Users  []presence.UserID
 	Sinks  []SinkSpec
 	Logger *slog.Logger
 }
@@ -37,7 +36,7 @@ type Core struct {
 	durable DurableSink // nil when no sink is durable
 
 	mu      sync.Mutex
-	users   map[string]*user
+	users   map[presence.UserID]*user
 	stopped bool
 	// nextExpiry is the earliest expiry the expiry timer is set for; a user
 	// that expires earlier wakes the timer through expiryWake.
@@ -76,12 +75,12 @@ func New(opts Options) (*Core, error) {
 	}
 	c := &Core{
 		log:        logger,
-		users:      make(map[string]*user, len(opts.Users)),
+		users:      make(map[presence.UserID]*user, len(opts.Users)),
 		expiryWake: make(chan struct{}, 1),
 		logged:     make(map[string]struct{}),
 	}
 	for _, id := range opts.Users {
-		id = strings.ToLower(id)
+		id = presence.CanonicalUserID(string(id))
 		if _, dup := c.users[id]; dup {
 			return nil, fmt.Errorf("bridge: user %s configured twice", id)
 		}
@@ -130,34 +129,41 @@ func (c *Core) WaitReady(ctx context.Context) error {
 // message can be settled: at once when it changes nothing, otherwise once the
 // durable sink (without one: every sink's queue) has taken the new state.
 func (c *Core) Submit(u presence.Update, source string, done func(Outcome)) {
-	outcome, state := c.apply(u, source, done)
-	if outcome != 0 {
-		done(outcome)
-	}
-	if state.Version != 0 {
-		for _, w := range c.workers {
-			w.enqueue(state)
+	u.UserID = presence.CanonicalUserID(string(u.UserID))
+	if outcome := c.apply(u, source, done); outcome != 0 {
+		if outcome != Applied {
+			c.logOutcome(u, outcome)
 		}
+		done(outcome)
 	}
 }
 
-// apply updates the user's state under the lock. It returns the outcome to
-// report now (0 when done is kept until the durable sink confirms) and the
-// state to fan out (Version 0: none).
-func (c *Core) apply(u presence.Update, source string, done func(Outcome)) (Outcome, State) {
+// logOutcome says at debug level why a message changed nothing, so that a
+// person can see why a lamp did not change.
+func (c *Core) logOutcome(u presence.Update, o Outcome) {
+	ctx := context.Background()
+	if !c.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	c.log.LogAttrs(ctx, slog.LevelDebug, "message changed nothing",
+		slog.String("user_id", string(u.UserID)), slog.String("outcome", o.String()),
+		slog.String("sequence", u.Sequence), slog.Time("observed_at", u.ObservedAt))
+}
+
+// apply updates the user's state under the lock and hands a changed state to
+// every sink's queue before the lock is released, so that no sink can see a
+// user's versions out of order. It returns the outcome to report now (0 when
+// done is kept until the durable sink confirms).
+func (c *Core) apply(u presence.Update, source string, done func(Outcome)) Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.stopped {
-		return Dropped, State{}
+		return Dropped
 	}
 	usr := c.users[u.UserID]
 	if usr == nil {
-		// Sources lower-case the ids they decode; tolerate others.
-		usr = c.users[strings.ToLower(u.UserID)]
-	}
-	if usr == nil {
-		c.logOnce("user:"+u.UserID, "message for a user that is not configured; completing it", slog.String("user_id", u.UserID))
-		return Unconfigured, State{}
+		c.logOnce("user:"+string(u.UserID), "message for a user that is not configured; completing it", slog.String("user_id", string(u.UserID)))
+		return Unconfigured
 	}
 	if u.UnknownAvailability != "" {
 		c.logOnce("availability:"+u.UnknownAvailability, "unknown availability value; showing PresenceUnknown", slog.String("value", u.UnknownAvailability))
@@ -166,14 +172,14 @@ func (c *Core) apply(u presence.Update, source string, done func(Outcome)) (Outc
 		c.logOnce("activity:"+u.UnknownActivity, "unknown activity value; showing PresenceUnknown", slog.String("value", u.UnknownActivity))
 	}
 	if usr.hasLast && presence.Compare(usr.last, u) <= 0 {
-		return Stale, State{}
+		return Stale
 	}
 	same := usr.hasLast && usr.last.SameState(u)
 	usr.last, usr.hasLast = u, true
 	usr.expiresAt = u.ExpiresAt
 	c.scheduleExpiry(u.ExpiresAt)
 	if same && usr.state.Online {
-		return Heartbeat, State{}
+		return Heartbeat
 	}
 	usr.state = State{
 		UserID:        u.UserID,
@@ -186,11 +192,21 @@ func (c *Core) apply(u presence.Update, source string, done func(Outcome)) (Outc
 		Online:        true,
 		Version:       usr.state.Version + 1,
 	}
+	c.fanOutLocked(usr.state)
 	if c.durable == nil {
-		return Applied, usr.state
+		return Applied
 	}
 	usr.acks = append(usr.acks, pendingAck{version: usr.state.Version, done: done})
-	return 0, usr.state
+	return 0
+}
+
+// fanOutLocked queues s for every sink. The caller holds c.mu: versions are
+// computed and queued in one critical section, so they reach each queue in
+// order.
+func (c *Core) fanOutLocked(s State) {
+	for _, w := range c.workers {
+		w.enqueue(s)
+	}
 }
 
 // logOnce logs msg the first time key is seen. The caller holds c.mu.
@@ -292,21 +308,19 @@ func (c *Core) expireLoop(ctx context.Context) {
 			continue
 		case <-timer.C:
 		}
-		for _, s := range c.expire(time.Now()) {
-			c.log.Info("presence expired; user shown unavailable", "user_id", s.UserID)
-			for _, w := range c.workers {
-				w.enqueue(s)
-			}
+		for _, id := range c.expire(time.Now()) {
+			c.log.Info("presence expired; user shown unavailable", "user_id", id)
 		}
 	}
 }
 
-// expire takes every user whose expiry has passed offline and computes the
-// next expiry to wait for.
-func (c *Core) expire(now time.Time) []State {
+// expire takes every user whose expiry has passed offline, queues their
+// states for the sinks, and computes the next expiry to wait for. It returns
+// the users it took offline.
+func (c *Core) expire(now time.Time) []presence.UserID {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []State
+	var out []presence.UserID
 	c.nextExpiry = time.Time{}
 	for _, usr := range c.users {
 		if usr.expiresAt.IsZero() {
@@ -324,7 +338,8 @@ func (c *Core) expire(now time.Time) []State {
 		}
 		usr.state.Online = false
 		usr.state.Version++
-		out = append(out, usr.state)
+		c.fanOutLocked(usr.state)
+		out = append(out, usr.state.UserID)
 	}
 	return out
 }
@@ -351,16 +366,16 @@ type sinkWorker struct {
 	durable bool
 
 	mu      sync.Mutex
-	pending map[string]State
-	spare   map[string]State
+	pending map[presence.UserID]State
+	spare   map[presence.UserID]State
 	wake    chan struct{}
 }
 
 func newSinkWorker(c *Core, s SinkSpec) *sinkWorker {
 	return &sinkWorker{
 		core: c, name: s.Name, sink: s.Sink, durable: s.Durable,
-		pending: make(map[string]State),
-		spare:   make(map[string]State),
+		pending: make(map[presence.UserID]State),
+		spare:   make(map[presence.UserID]State),
 		wake:    make(chan struct{}, 1),
 	}
 }

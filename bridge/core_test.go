@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,9 +17,12 @@ import (
 )
 
 const (
-	alex = "6f1c2a3b-1111-2222-3333-444455556666"
-	sam  = "0a1b2c3d-1111-2222-3333-444455556666"
+	alex presence.UserID = "6f1c2a3b-1111-2222-3333-444455556666"
+	sam  presence.UserID = "0a1b2c3d-1111-2222-3333-444455556666"
 )
+
+// upper is id as a person may type it: in upper case.
+func upper(id presence.UserID) presence.UserID { return presence.UserID(strings.ToUpper(string(id))) }
 
 // fakeSink records what it is asked to apply. While gate is non-nil, Apply
 // waits for a value on it; failures fails the next calls.
@@ -74,7 +78,7 @@ func (f *fakeSink) states() []State {
 	return append([]State(nil), f.applied...)
 }
 
-func (f *fakeSink) last(user string) (State, bool) {
+func (f *fakeSink) last(user presence.UserID) (State, bool) {
 	s := f.states()
 	for i := len(s) - 1; i >= 0; i-- {
 		if s[i].UserID == user {
@@ -118,7 +122,7 @@ func (o *outcomes) count() int {
 
 var t0 = time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
 
-func update(user string, a presence.Availability, seq int) presence.Update {
+func update(user presence.UserID, a presence.Availability, seq int) presence.Update {
 	return presence.Update{
 		UserID:       user,
 		Availability: a,
@@ -135,7 +139,7 @@ func start(t *testing.T, durable, other *fakeSink) (*Core, context.CancelFunc, c
 	if other != nil {
 		specs = append(specs, SinkSpec{Name: "hue", Sink: other})
 	}
-	c, err := New(Options{Users: []string{alex, strings.ToUpper(sam)}, Sinks: specs})
+	c, err := New(Options{Users: []presence.UserID{alex, upper(sam)}, Sinks: specs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +263,7 @@ func TestBacklogCollapsesToNewest(t *testing.T) {
 				t.Errorf("message %d: %v", i, out)
 			}
 		}
-		var perUser = map[string]int{}
+		var perUser = map[presence.UserID]int{}
 		for _, s := range mqtt.states() {
 			perUser[s.UserID]++
 		}
@@ -389,7 +393,7 @@ func TestExpiryRescheduledByEarlierMessage(t *testing.T) {
 func TestWithoutDurableSinkAcknowledgedWhenQueued(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		hue := &fakeSink{gate: make(chan struct{})}
-		c, err := New(Options{Users: []string{alex}, Sinks: []SinkSpec{{Name: "hue", Sink: hue}}})
+		c, err := New(Options{Users: []presence.UserID{alex}, Sinks: []SinkSpec{{Name: "hue", Sink: hue}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,10 +440,10 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		want string
 	}{
 		{"no users", Options{}, "no users"},
-		{"duplicate user", Options{Users: []string{alex, strings.ToUpper(alex)}}, "twice"},
-		{"two durable sinks", Options{Users: []string{alex}, Sinks: []SinkSpec{{Name: "a", Sink: s, Durable: true}, {Name: "b", Sink: s, Durable: true}}}, "both durable"},
-		{"nil sink", Options{Users: []string{alex}, Sinks: []SinkSpec{{Name: "a"}}}, "nil"},
-		{"durable without WaitReady", Options{Users: []string{alex}, Sinks: []SinkSpec{{Name: "a", Sink: plainSink{}, Durable: true}}}, "WaitReady"},
+		{"duplicate user", Options{Users: []presence.UserID{alex, upper(alex)}}, "twice"},
+		{"two durable sinks", Options{Users: []presence.UserID{alex}, Sinks: []SinkSpec{{Name: "a", Sink: s, Durable: true}, {Name: "b", Sink: s, Durable: true}}}, "both durable"},
+		{"nil sink", Options{Users: []presence.UserID{alex}, Sinks: []SinkSpec{{Name: "a"}}}, "nil"},
+		{"durable without WaitReady", Options{Users: []presence.UserID{alex}, Sinks: []SinkSpec{{Name: "a", Sink: plainSink{}, Durable: true}}}, "WaitReady"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -458,7 +462,7 @@ func (plainSink) Apply(context.Context, []State) error { return nil }
 func TestUnknownValuesAndUsersLoggedOnce(t *testing.T) {
 	var buf bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
-	c, err := New(Options{Users: []string{alex}, Logger: logger})
+	c, err := New(Options{Users: []presence.UserID{alex}, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +477,107 @@ func TestUnknownValuesAndUsersLoggedOnce(t *testing.T) {
 	if n := strings.Count(out, "Sleeping"); n != 1 {
 		t.Errorf("unknown value logged %d times, want once:\n%s", n, out)
 	}
-	if n := strings.Count(out, sam); n != 1 {
+	if n := strings.Count(out, string(sam)); n != 1 {
 		t.Errorf("unconfigured user logged %d times, want once:\n%s", n, out)
+	}
+}
+
+// TestMixedCaseSubmitIsAcknowledged: a source that hands the core an id in
+// upper case still gets its message acknowledged once the durable sink took
+// the state, and the sinks see the canonical id.
+func TestMixedCaseSubmitIsAcknowledged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mqtt := &fakeSink{}
+		c, cancel, stopped := start(t, mqtt, nil)
+		var o outcomes
+		c.Submit(update(upper(alex), presence.AvailabilityBusy, 1), "test", o.done(1))
+		c.Submit(update(sam, presence.AvailabilityBusy, 1), "test", o.done(2))
+		synctest.Wait()
+		if got, got2 := o.of(1), o.of(2); got != Applied || got2 != Applied {
+			t.Fatalf("outcomes %v, %v; want applied for both (the first was submitted in upper case)", got, got2)
+		}
+		if s, ok := mqtt.last(alex); !ok || s.UserID != alex {
+			t.Errorf("sink got %+v, want the canonical id %s", s, alex)
+		}
+		cancel()
+		<-stopped
+	})
+}
+
+// versionRecorder is a sink that fails the test's check when a user's
+// versions arrive out of order.
+type versionRecorder struct {
+	mu        sync.Mutex
+	last      map[presence.UserID]uint64
+	backwards []string
+	applied   int
+}
+
+func (r *versionRecorder) Apply(_ context.Context, states []State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range states {
+		if prev := r.last[s.UserID]; s.Version <= prev {
+			r.backwards = append(r.backwards, fmt.Sprintf("%s: version %d after %d", s.UserID, s.Version, prev))
+		}
+		r.last[s.UserID] = s.Version
+		r.applied++
+	}
+	return nil
+}
+
+func (r *versionRecorder) WaitReady(context.Context) error { return nil }
+
+// TestSinksNeverSeeOlderVersions races submissions of one user against each
+// other and against the expiry loop (every update expires almost at once,
+// so expiries and late heartbeats interleave): every sink must receive each
+// user's versions in increasing order. It runs on real goroutines, not in a
+// bubble, so that the scheduler interleaves them.
+func TestSinksNeverSeeOlderVersions(t *testing.T) {
+	durable := &versionRecorder{last: map[presence.UserID]uint64{}}
+	plain := &versionRecorder{last: map[presence.UserID]uint64{}}
+	c, err := New(Options{Users: []presence.UserID{alex, sam}, Sinks: []SinkSpec{
+		{Name: "mqtt", Sink: durable, Durable: true}, {Name: "hue", Sink: plain},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = c.Run(ctx) }()
+
+	var seq atomic.Int64
+	var wg sync.WaitGroup
+	const writers, each = 8, 2000
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				id := alex
+				if (w+i)%2 == 0 {
+					id = sam
+				}
+				n := seq.Add(1)
+				u := presence.Update{
+					UserID:       id,
+					Availability: presence.Availabilities()[n%3+1],
+					ObservedAt:   t0.Add(time.Duration(n) * time.Millisecond),
+					ExpiresAt:    time.Now().Add(time.Duration(n%3) * time.Microsecond),
+				}
+				c.Submit(u, "test", func(Outcome) {})
+			}
+		})
+	}
+	wg.Wait()
+	cancel()
+	<-stopped
+	for name, r := range map[string]*versionRecorder{"durable": durable, "plain": plain} {
+		r.mu.Lock()
+		if len(r.backwards) > 0 {
+			t.Errorf("%s sink saw versions go backwards %d times, first: %s", name, len(r.backwards), r.backwards[0])
+		}
+		if r.applied == 0 {
+			t.Errorf("%s sink applied nothing", name)
+		}
+		r.mu.Unlock()
 	}
 }

@@ -5,18 +5,19 @@
 package config
 
 import (
-	"fmt"
-	"log/slog"
-	"time"
-
-	"gopkg.in/yaml.v3"
+	"github.com/presence-bridge/presence-bridge/internal/yamlconf"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 // Config is the whole configuration of presence-bridge (SPEC §3).
 type Config struct {
-	LogLevel   string     `yaml:"log_level" json:"log_level"`
-	HealthAddr string     `yaml:"health_addr" json:"health_addr"`
-	Users      []User     `yaml:"users" json:"users"`
+	LogLevel   string `yaml:"log_level" json:"log_level"`
+	HealthAddr string `yaml:"health_addr" json:"health_addr"`
+	Users      []User `yaml:"users" json:"users"`
+	// DataDir keeps what the bridge must remember across restarts (its
+	// MQTT client id suffix, later the Graph sign-ins); empty: /data in the
+	// add-on, ./data otherwise (see DataDirOrDefault).
+	DataDir    string     `yaml:"data_dir" json:"data_dir"`
 	ServiceBus ServiceBus `yaml:"service_bus" json:"service_bus"`
 	MQTT       MQTT       `yaml:"mqtt" json:"mqtt"`
 	Hue        Hue        `yaml:"hue" json:"hue"`
@@ -24,10 +25,12 @@ type Config struct {
 
 // User is one person whose presence is bridged.
 type User struct {
-	ID               string `yaml:"id" json:"id"`
-	Name             string `yaml:"name" json:"name"`
-	Topic            string `yaml:"topic" json:"topic"`
-	ConnectionString Secret `yaml:"connection_string" json:"connection_string"`
+	// ID is the Entra object id, in canonical (lower-case) form once
+	// decoded.
+	ID               presence.UserID `yaml:"id" json:"id"`
+	Name             string          `yaml:"name" json:"name"`
+	Topic            string          `yaml:"topic" json:"topic"`
+	ConnectionString Secret          `yaml:"connection_string" json:"connection_string"`
 }
 
 // TopicName is the Service Bus topic of the user's presence messages.
@@ -35,7 +38,7 @@ func (u User) TopicName() string {
 	if u.Topic != "" {
 		return u.Topic
 	}
-	return u.ID
+	return string(u.ID)
 }
 
 // ServiceBus is where presence messages are read from.
@@ -99,59 +102,21 @@ const (
 	HueModeOff    = "off"
 )
 
-// Duration is a time.Duration written as Go duration text ("1s", "500ms").
-type Duration time.Duration
+// Secret is a string that never prints (see yamlconf.Secret).
+type Secret = yamlconf.Secret
 
-// Std returns d as a time.Duration.
-func (d Duration) Std() time.Duration { return time.Duration(d) }
+// Duration is a time.Duration written as Go duration text (see
+// yamlconf.Duration).
+type Duration = yamlconf.Duration
 
-// Secret is a string that never prints: String, MarshalText and LogValue give
-// "<redacted>" (or "" when empty). Value returns the real text.
-type Secret string
-
-// Value returns the secret's text.
-func (s Secret) Value() string { return string(s) }
-
-const redacted = "<redacted>"
-
-// String hides the secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
+// DataDirOrDefault is the data directory in force: data_dir, else /data in
+// the add-on, else ./data.
+func (c *Config) DataDirOrDefault(addOn bool) string {
+	switch {
+	case c.DataDir != "":
+		return c.DataDir
+	case addOn:
+		return "/data"
 	}
-	return redacted
+	return "data"
 }
-
-// GoString hides the secret from %#v too.
-func (s Secret) GoString() string { return `config.Secret("` + s.String() + `")` }
-
-// MarshalText hides the secret in JSON and any text encoding.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// MarshalYAML hides the secret in YAML output (check-config).
-func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
-
-// LogValue hides the secret from log/slog.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// String prints d as Go duration text.
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalText writes d as Go duration text.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// MarshalYAML writes d as Go duration text.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
-
-// UnmarshalText reads Go duration text ("1s").
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("%q is not a duration (write it like 1s or 500ms)", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// UnmarshalYAML reads Go duration text.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return d.UnmarshalText([]byte(n.Value)) }

@@ -215,3 +215,85 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestUserIDsAreCanonical: an id typed in upper case is the lower-case id
+// everywhere after decoding (file and add-on options), and a group may name
+// a user by the id in either case.
+func TestUserIDsAreCanonical(t *testing.T) {
+	const upper = "6F1C2A3B-1111-2222-3333-444455556666"
+	yamlDoc := "users: [{id: " + upper + ", name: Alex}]\nservice_bus: {connection_string: \"Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v\"}\n" +
+		"hue: {bridges: [{host: 10.0.0.2, username: k, groups: [{group: Office, users: [" + upper + "]}]}]}\n"
+	jsonDoc := `{"users": [{"id": "` + upper + `", "name": "Alex"}], "service_bus": {"connection_string": "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"}, "hue": {"bridges": [{"host": "10.0.0.2", "username": "k", "groups": [{"group": "Office", "users": ["` + upper + `"]}]}]}}`
+	for name, parse := range map[string]func() (*Config, error){
+		"yaml":         func() (*Config, error) { return Parse([]byte(yamlDoc), nil) },
+		"options.json": func() (*Config, error) { return FromJSON([]byte(jsonDoc)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := parse()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Users[0].ID; got != "6f1c2a3b-1111-2222-3333-444455556666" {
+				t.Errorf("id = %q, want it lower-cased", got)
+			}
+			if got := cfg.Users[0].TopicName(); got != "6f1c2a3b-1111-2222-3333-444455556666" {
+				t.Errorf("topic = %q", got)
+			}
+		})
+	}
+}
+
+// TestEnvExpansionKeepsTypes: an expanded value takes the type of the field
+// it fills. A secret of "~" or "null" stays that text (YAML would read it as
+// null and the secret would silently become empty); numbers and durations
+// still come from the environment.
+func TestEnvExpansionKeepsTypes(t *testing.T) {
+	doc := `users: [{id: 6f1c2a3b-1111-2222-3333-444455556666, name: Alex}]
+service_bus: {connection_string: "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"}
+mqtt:
+  url: tcp://broker:1883
+  username: u
+  password: ${P}
+  client_id: ${CID}
+hue:
+  min_interval: ${IV}
+  bridges:
+    - host: 10.0.0.2
+      username: ${HUE}
+      groups: [{group: Office, users: [Alex]}]
+  colors:
+    - status: Busy
+      brightness: ${BRI}
+`
+	for _, secret := range []string{"~", "null", "Null", "true", "0x1F", "  spaced  "} {
+		t.Run(fmt.Sprintf("%q", secret), func(t *testing.T) {
+			cfg, err := Parse([]byte(doc), env(map[string]string{"P": secret, "HUE": "k" + secret, "CID": "123", "IV": "1500ms", "BRI": "40"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.MQTT.Password.Value(); got != secret {
+				t.Errorf("password = %q, want %q", got, secret)
+			}
+			if got := cfg.Hue.Bridges[0].Username.Value(); got != "k"+secret {
+				t.Errorf("hue username = %q", got)
+			}
+			if cfg.MQTT.ClientID != "123" || cfg.Hue.MinInterval.Std() != 1500*time.Millisecond || cfg.Hue.Colors[0].Brightness != 40 {
+				t.Errorf("typed values from the environment: client_id %q, min_interval %s, brightness %d", cfg.MQTT.ClientID, cfg.Hue.MinInterval, cfg.Hue.Colors[0].Brightness)
+			}
+		})
+	}
+}
+
+// TestAddOnEmptyMQTTURL: Home Assistant's options form sends "" (or blanks)
+// for a cleared field; that is "no broker of my own", not a bad URL.
+func TestAddOnEmptyMQTTURL(t *testing.T) {
+	for _, url := range []string{"", "  "} {
+		cfg, err := FromJSON([]byte(`{"users": [{"id": "6f1c2a3b-1111-2222-3333-444455556666", "name": "Alex"}], "service_bus": {"connection_string": "Endpoint=sb://x/;SharedAccessKeyName=k;SharedAccessKey=v"}, "mqtt": {"url": "` + url + `"}}`))
+		if err != nil {
+			t.Fatalf("url %q: %v", url, err)
+		}
+		if cfg.MQTT.Enabled() {
+			t.Errorf("url %q: mqtt enabled", url)
+		}
+	}
+}

@@ -18,64 +18,73 @@ func (c *Config) Validate() error {
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		p.add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+		p.Add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	if c.HealthAddr != "" {
 		if err := checkHostPort(c.HealthAddr, true); err != nil {
-			p.add("health_addr", "%v", err)
+			p.Add("health_addr", "%v", err)
 		}
 	}
 	c.validateUsers(&p)
 	c.validateServiceBus(&p)
 	c.MQTT.validate(&p)
 	c.validateHue(&p)
-	return p.err()
+	return p.Err()
 }
 
 func (c *Config) validateUsers(p *problems) {
 	if len(c.Users) == 0 {
-		p.add("users", "at least one user is required")
+		p.Add("users", "at least one user is required")
 	}
-	ids := map[string]int{}
+	ids := map[presence.UserID]int{}
+	topics := map[string]int{} // Service Bus entity names ignore case
 	names := map[string]int{}
 	slugs := map[string]int{}
 	for i, u := range c.Users {
 		path := fmt.Sprintf("users[%d]", i)
+		dupID := false
 		switch {
 		case u.ID == "":
-			p.add(path+".id", "required (the user's Entra object id)")
-		case !presence.IsGUID(u.ID):
-			p.add(path+".id", "%q is not a GUID (the user's Entra object id looks like 6f1c2a3b-1111-2222-3333-444455556666)", u.ID)
+			p.Add(path+".id", "required (the user's Entra object id)")
+		case !u.ID.Valid():
+			p.Add(path+".id", "%q is not a GUID (the user's Entra object id looks like 6f1c2a3b-1111-2222-3333-444455556666)", u.ID)
 		default:
-			id := strings.ToLower(u.ID)
-			if j, dup := ids[id]; dup {
-				p.add(path+".id", "%s is also users[%d].id", u.ID, j)
+			if j, dup := ids[u.ID]; dup {
+				p.Add(path+".id", "%s is also users[%d].id", u.ID, j)
+				dupID = true
 			} else {
-				ids[id] = i
+				ids[u.ID] = i
 			}
 		}
 		switch {
 		case strings.TrimSpace(u.Name) == "":
-			p.add(path+".name", "required (it names the Home Assistant device)")
+			p.Add(path+".name", "required (it names the Home Assistant device)")
 		case Slug(u.Name) == "":
-			p.add(path+".name", "%q needs at least one letter or digit", u.Name)
+			p.Add(path+".name", "%q needs at least one letter or digit", u.Name)
 		default:
 			if j, dup := names[u.Name]; dup {
-				p.add(path+".name", "%q is also users[%d].name", u.Name, j)
+				p.Add(path+".name", "%q is also users[%d].name", u.Name, j)
 			} else if j, dup := slugs[Slug(u.Name)]; dup {
-				p.add(path+".name", "%q and users[%d].name give the same entity id %s", u.Name, j, Slug(u.Name))
+				p.Add(path+".name", "%q and users[%d].name give the same entity id %s", u.Name, j, Slug(u.Name))
 			}
 			names[u.Name] = i
 			slugs[Slug(u.Name)] = i
 		}
 		if u.Topic != "" && !validEntityName(u.Topic) {
-			p.add(path+".topic", "%q is not a Service Bus entity name (letters, digits, . - _ /)", u.Topic)
+			p.Add(path+".topic", "%q is not a Service Bus entity name (letters, digits, . - _ /)", u.Topic)
+		} else if (u.ID.Valid() && !dupID) || u.Topic != "" {
+			topic := strings.ToLower(u.TopicName())
+			if j, dup := topics[topic]; dup && c.ServiceBus.Queue == "" {
+				p.Add(path+".topic", "users[%d] reads the topic %s too; each user needs a topic of their own", j, u.TopicName())
+			} else if !dup {
+				topics[topic] = i
+			}
 		}
 		if u.ConnectionString != "" {
 			if c.ServiceBus.Queue != "" {
-				p.add(path+".connection_string", "a per-user connection string needs per-user subscriptions; with service_bus.queue set, one connection string serves everyone")
+				p.Add(path+".connection_string", "a per-user connection string needs per-user subscriptions; with service_bus.queue set, one connection string serves everyone")
 			} else if err := checkConnectionString(u.ConnectionString.Value()); err != nil {
-				p.add(path+".connection_string", "%v", err)
+				p.Add(path+".connection_string", "%v", err)
 			}
 		}
 	}
@@ -90,65 +99,65 @@ func (c *Config) validateServiceBus(p *problems) {
 	switch {
 	case sb.ConnectionString != "":
 		if err := checkConnectionString(sb.ConnectionString.Value()); err != nil {
-			p.add("service_bus.connection_string", "%v", err)
+			p.Add("service_bus.connection_string", "%v", err)
 		}
 	case sb.Queue != "" || !allOwn:
-		p.add("service_bus.connection_string", "required (a Listen connection string of the namespace or topic)")
+		p.Add("service_bus.connection_string", "required (a Listen connection string of the namespace or topic)")
 	}
 	if sb.Queue != "" {
 		if !validEntityName(sb.Queue) {
-			p.add("service_bus.queue", "%q is not a queue or <topic>/Subscriptions/<name> path", sb.Queue)
+			p.Add("service_bus.queue", "%q is not a queue or <topic>/Subscriptions/<name> path", sb.Queue)
 		}
 		return
 	}
 	if sb.Subscription == "" {
-		p.add("service_bus.subscription", "required unless service_bus.queue is set")
+		p.Add("service_bus.subscription", "required unless service_bus.queue is set")
 	} else if !validEntityName(sb.Subscription) || strings.Contains(sb.Subscription, "/") {
-		p.add("service_bus.subscription", "%q is not a subscription name (letters, digits, . - _)", sb.Subscription)
+		p.Add("service_bus.subscription", "%q is not a subscription name (letters, digits, . - _)", sb.Subscription)
 	}
 }
 
 func (m MQTT) validate(p *problems) {
 	if m.URL == "" {
 		if m.Username != "" || m.Password != "" || m.CAFile != "" {
-			p.add("mqtt.url", "required when mqtt.username, password or ca_file is set (leave all empty to run without Home Assistant)")
+			p.Add("mqtt.url", "required when mqtt.username, password or ca_file is set (leave all empty to run without Home Assistant)")
 		}
 		return
 	}
 	u, err := url.Parse(m.URL)
 	switch {
 	case err != nil:
-		p.add("mqtt.url", "not a URL: %v", unwrapURLError(err))
+		p.Add("mqtt.url", "not a URL: %v", unwrapURLError(err))
 	case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "ws" && u.Scheme != "wss":
-		p.add("mqtt.url", "scheme %q is not one of tcp, ssl, ws, wss (for example tcp://homeassistant.local:1883)", u.Scheme)
+		p.Add("mqtt.url", "scheme %q is not one of tcp, ssl, ws, wss (for example tcp://homeassistant.local:1883)", u.Scheme)
 	case u.Hostname() == "":
-		p.add("mqtt.url", "%q has no host", m.URL)
+		p.Add("mqtt.url", "%q has no host", m.URL)
 	case u.Port() != "":
 		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-			p.add("mqtt.url", "port %q is not a port number", u.Port())
+			p.Add("mqtt.url", "port %q is not a port number", u.Port())
 		}
 	}
 	if err == nil && u.User != nil {
-		p.add("mqtt.url", "put the user name and password in mqtt.username and mqtt.password, not in the URL")
+		p.Add("mqtt.url", "put the user name and password in mqtt.username and mqtt.password, not in the URL")
 	}
 	if m.Password != "" && m.Username == "" {
-		p.add("mqtt.password", "needs mqtt.username")
+		p.Add("mqtt.password", "needs mqtt.username")
 	}
 	if m.CAFile != "" {
 		if _, err := os.Stat(m.CAFile); err != nil {
-			p.add("mqtt.ca_file", "cannot read %s: %v", m.CAFile, unwrapPathError(err))
+			p.Add("mqtt.ca_file", "cannot read %s: %v", m.CAFile, unwrapPathError(err))
 		}
 	}
-	if m.ClientID == "" {
-		p.add("mqtt.client_id", "required")
+	if strings.ContainsAny(m.ClientID, "+#/") || len(m.ClientID) > 128 {
+		p.Add("mqtt.client_id", "%q: at most 128 characters, without + # or /", m.ClientID)
 	}
 	for _, t := range []struct{ key, v string }{{"mqtt.discovery_prefix", m.DiscoveryPrefix}, {"mqtt.base_topic", m.BaseTopic}} {
 		if err := checkTopic(t.v); err != nil {
-			p.add(t.key, "%v", err)
+			p.Add(t.key, "%v", err)
 		}
 	}
 	if m.BaseTopic != "" && Slug(m.BaseTopic) == "" {
-		p.add("mqtt.base_topic", "%q needs at least one letter or digit", m.BaseTopic)
+		p.Add("mqtt.base_topic", "%q needs at least one letter or digit", m.BaseTopic)
 	}
 }
 
@@ -157,50 +166,55 @@ func (c *Config) validateHue(p *problems) {
 	switch h.Mode {
 	case HueModeAuto, HueModeAlways, HueModeOff:
 	default:
-		p.add("hue.mode", "%q is not one of auto, always, off", h.Mode)
+		p.Add("hue.mode", "%q is not one of auto, always, off", h.Mode)
 	}
 	if h.MinInterval.Std() < 1e8 {
-		p.add("hue.min_interval", "%s is too short; Hue bridges take about one group command per second (at least 100ms)", h.MinInterval)
+		p.Add("hue.min_interval", "%s is too short; Hue bridges take about one group command per second (at least 100ms)", h.MinInterval)
 	}
 	known := map[string]bool{}
 	for _, u := range c.Users {
 		known[u.Name] = true
-		known[strings.ToLower(u.ID)] = true
+		known[string(u.ID)] = true
 	}
 	hosts := map[string]int{}
 	for i, b := range h.Bridges {
 		path := fmt.Sprintf("hue.bridges[%d]", i)
 		switch {
 		case b.Host == "":
-			p.add(path+".host", "required (the Hue bridge's address, for example 192.168.1.20)")
+			p.Add(path+".host", "required (the Hue bridge's address, for example 192.168.1.20)")
 		case strings.Contains(b.Host, "://"):
-			p.add(path+".host", "%q: give host[:port] without a scheme (the local API is plain http)", b.Host)
+			p.Add(path+".host", "%q: give host[:port] without a scheme (the local API is plain http)", b.Host)
 		default:
 			if err := checkHostPort(b.Host, false); err != nil {
-				p.add(path+".host", "%v", err)
+				p.Add(path+".host", "%v", err)
 			}
 			if j, dup := hosts[b.Host]; dup {
-				p.add(path+".host", "%s is also hue.bridges[%d].host", b.Host, j)
+				p.Add(path+".host", "%s is also hue.bridges[%d].host", b.Host, j)
 			}
 			hosts[b.Host] = i
 		}
 		if b.Username == "" {
-			p.add(path+".username", "required (run `presence-bridge hue pair -host %s` to get one)", or(b.Host, "HOST"))
+			p.Add(path+".username", "required (run `presence-bridge hue pair -host %s` to get one)", or(b.Host, "HOST"))
 		}
 		if len(b.Groups) == 0 {
-			p.add(path+".groups", "at least one group is required")
+			p.Add(path+".groups", "at least one group is required")
 		}
+		groups := map[string]int{} // Hue matches names ignoring case
 		for j, g := range b.Groups {
 			gpath := fmt.Sprintf("%s.groups[%d]", path, j)
 			if strings.TrimSpace(g.Group) == "" {
-				p.add(gpath+".group", "required (a Hue room or zone name, or its numeric id; `presence-bridge hue groups` lists them)")
+				p.Add(gpath+".group", "required (a Hue room or zone name, or its numeric id; `presence-bridge hue groups` lists them)")
+			} else if k, dup := groups[strings.ToLower(g.Group)]; dup {
+				p.Add(gpath+".group", "%q is also %s.groups[%d].group; list every user of that group in one entry", g.Group, path, k)
+			} else {
+				groups[strings.ToLower(g.Group)] = j
 			}
 			if len(g.Users) == 0 {
-				p.add(gpath+".users", "at least one user is required")
+				p.Add(gpath+".users", "at least one user is required")
 			}
 			for k, name := range g.Users {
 				if !known[name] && !known[strings.ToLower(name)] {
-					p.add(fmt.Sprintf("%s.users[%d]", gpath, k), "unknown user %q", name)
+					p.Add(fmt.Sprintf("%s.users[%d]", gpath, k), "unknown user %q", name)
 				}
 			}
 		}
@@ -212,34 +226,34 @@ func (c *Config) validateHue(p *problems) {
 		_, isAct := presence.ParseActivity(col.Status)
 		switch {
 		case col.Status == "":
-			p.add(path+".status", "required (an availability or activity value such as Busy or InACall)")
+			p.Add(path+".status", "required (an availability or activity value such as Busy or InACall)")
 		case !isAvail && !isAct:
-			p.add(path+".status", "%q is not an availability or activity value", col.Status)
+			p.Add(path+".status", "%q is not an availability or activity value", col.Status)
 		default:
 			key := strings.ToLower(col.Status)
 			if j, dup := statuses[key]; dup {
-				p.add(path+".status", "%s is also hue.colors[%d].status", col.Status, j)
+				p.Add(path+".status", "%s is also hue.colors[%d].status", col.Status, j)
 			}
 			statuses[key] = i
 		}
 		if col.Color != "" {
 			if _, err := ParseHexColor(col.Color); err != nil {
-				p.add(path+".color", "%v", err)
+				p.Add(path+".color", "%v", err)
 			}
 		}
 		if col.Brightness != 0 && (col.Brightness < 1 || col.Brightness > 100) {
-			p.add(path+".brightness", "%d is not a percentage from 1 to 100", col.Brightness)
+			p.Add(path+".brightness", "%d is not a percentage from 1 to 100", col.Brightness)
 		}
 		switch col.Effect {
 		case "", "none", "colorloop":
 		default:
-			p.add(path+".effect", "%q is not one of none, colorloop", col.Effect)
+			p.Add(path+".effect", "%q is not one of none, colorloop", col.Effect)
 		}
 		if col.Off && (col.Color != "" || col.Brightness != 0 || col.Effect != "") {
-			p.add(path+".off", "off: true leaves the lamps off; drop color, brightness and effect")
+			p.Add(path+".off", "off: true leaves the lamps off; drop color, brightness and effect")
 		}
 		if !col.Off && col.Color == "" && col.Brightness == 0 && col.Effect == "" && col.Status != "" {
-			p.add(path, "give color, brightness, effect or off: true")
+			p.Add(path, "give color, brightness, effect or off: true")
 		}
 	}
 }

@@ -156,7 +156,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	ids := make([]string, len(users))
+	ids := make([]presence.UserID, len(users))
 	for i, u := range users {
 		ids[i] = u.ID
 	}
@@ -337,7 +337,7 @@ func (p *printer) watch(srv *mochi.Server) error {
 
 func (p *printer) user(id string) (config.User, bool) {
 	for _, u := range p.users {
-		if u.ID == id {
+		if string(u.ID) == id {
 			return u, true
 		}
 	}
@@ -388,7 +388,7 @@ func (p *printer) show(topic string, payload []byte) {
 		p.linef("HA         sensor.%s_teams_availability=%s  sensor.%s_teams_activity=%s  binary_sensor.%s_teams_in_call=%s  binary_sensor.%s_teams_busy=%s",
 			n, st.Availability, n, st.Activity, n, strings.ToLower(st.InCall), n, strings.ToLower(st.Busy))
 	case len(parts) == 3 && parts[2] == "availability":
-		if u, ok := p.user(parts[1]); ok && len(payload) > 0 && p.availabilityChanged(u.ID, string(payload)) {
+		if u, ok := p.user(parts[1]); ok && len(payload) > 0 && p.availabilityChanged(string(u.ID), string(payload)) {
 			p.linef("HA         %s's entities are %s", u.Name, map[string]string{"online": "available", "offline": "unavailable"}[string(payload)])
 		}
 	}

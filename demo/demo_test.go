@@ -68,12 +68,12 @@ func TestDemoPublishesToSubscribers(t *testing.T) {
 	}
 	want := []string{
 		"homeassistant/device/presence_bridge/config",
-		"homeassistant/device/presence_bridge_" + users[0].ID + "/config",
-		"homeassistant/device/presence_bridge_" + users[1].ID + "/config",
+		"homeassistant/device/presence_bridge_" + string(users[0].ID) + "/config",
+		"homeassistant/device/presence_bridge_" + string(users[1].ID) + "/config",
 		"presence-bridge/bridge/state",
-		"presence-bridge/" + users[0].ID + "/availability",
-		"presence-bridge/" + users[0].ID + "/state Busy/InACall",
-		"presence-bridge/" + users[1].ID + "/state DoNotDisturb/Presenting",
+		"presence-bridge/" + string(users[0].ID) + "/availability",
+		"presence-bridge/" + string(users[0].ID) + "/state Busy/InACall",
+		"presence-bridge/" + string(users[1].ID) + "/state DoNotDisturb/Presenting",
 	}
 	for {
 		mu.Lock()

@@ -22,7 +22,7 @@ func BenchmarkApply(b *testing.B) {
 	const n = 1000
 	users := make([]config.User, n)
 	for i := range users {
-		users[i] = config.User{ID: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i), Name: fmt.Sprintf("U%d", i)}
+		users[i] = config.User{ID: presence.UserID(fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)), Name: fmt.Sprintf("U%d", i)}
 	}
 	mq := mosquitto.Start(b)
 	s, err := discovery.New(options(mq.URL(), users...))

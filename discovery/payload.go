@@ -114,19 +114,21 @@ func newTopics(prefix, base string) topics {
 	return topics{prefix: prefix, base: base, node: slug(base)}
 }
 
-func (t topics) bridgeState() string         { return t.base + "/bridge/state" }
-func (t topics) bridgeConfig() string        { return t.prefix + "/device/" + t.node + "/config" }
-func (t topics) hueMode() string             { return t.base + "/bridge/hue_mode" }
-func (t topics) hueModeSet() string          { return t.base + "/bridge/hue_mode/set" }
-func (t topics) source(name string) string   { return t.base + "/bridge/" + name }
-func (t topics) sync() string                { return t.base + "/bridge/sync" }
-func (t topics) userDevice(id string) string { return t.node + "_" + id }
-func (t topics) userConfig(id string) string {
+func (t topics) bridgeState() string                  { return t.base + "/bridge/state" }
+func (t topics) bridgeConfig() string                 { return t.prefix + "/device/" + t.node + "/config" }
+func (t topics) hueMode() string                      { return t.base + "/bridge/hue_mode" }
+func (t topics) hueModeSet() string                   { return t.base + "/bridge/hue_mode/set" }
+func (t topics) source(name string) string            { return t.base + "/bridge/" + name }
+func (t topics) sync() string                         { return t.base + "/bridge/sync" }
+func (t topics) userDevice(id presence.UserID) string { return t.node + "_" + string(id) }
+func (t topics) userConfig(id presence.UserID) string {
 	return t.prefix + "/device/" + t.userDevice(id) + "/config"
 }
-func (t topics) userState(id string) string        { return t.base + "/" + id + "/state" }
-func (t topics) userAvailability(id string) string { return t.base + "/" + id + "/availability" }
-func (t topics) configFilter() string              { return t.prefix + "/device/+/config" }
+func (t topics) userState(id presence.UserID) string { return t.base + "/" + string(id) + "/state" }
+func (t topics) userAvailability(id presence.UserID) string {
+	return t.base + "/" + string(id) + "/availability"
+}
+func (t topics) configFilter() string { return t.prefix + "/device/+/config" }
 
 // slug lower-cases s and replaces every character outside [a-z0-9_] with _.
 func slug(s string) string {

@@ -264,7 +264,7 @@ func TestValidateNotJSON(t *testing.T) {
 
 func TestStaleUser(t *testing.T) {
 	tp := newTopics("homeassistant", "presence-bridge")
-	own := func(id string) []byte {
+	own := func(id presence.UserID) []byte {
 		b, _ := json.Marshal(userConfig(tp, "1", config.User{ID: id, Name: "Old"}))
 		return b
 	}
@@ -272,7 +272,7 @@ func TestStaleUser(t *testing.T) {
 		name    string
 		topic   string
 		payload []byte
-		want    string // user id; empty: not ours
+		want    presence.UserID // empty: not ours
 	}{
 		{"our user", tp.userConfig("gone-1"), own("gone-1"), "gone-1"},
 		{"identifier as a string", tp.userConfig("gone-2"), []byte(`{"device":{"identifiers":"presence_bridge_gone-2","via_device":"presence_bridge"}}`), "gone-2"},
@@ -303,7 +303,7 @@ func FuzzStaleUser(f *testing.F) {
 	f.Add(tp.bridgeConfig(), []byte(`{"device":{"identifiers":"x"}}`))
 	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
 		id, ok := staleUser(tp, topic, payload)
-		if ok && (tp.userConfig(id) != topic || !objectIDRe.MatchString(id)) {
+		if ok && (tp.userConfig(id) != topic || !objectIDRe.MatchString(string(id))) {
 			t.Fatalf("staleUser(%q) = %q: not the topic's user", topic, id)
 		}
 	})

@@ -47,6 +47,7 @@ import (
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 // ModeControl is the Hue sink's run-time mode, driven by the hue_mode select.
@@ -108,7 +109,7 @@ type Sink struct {
 	log     *slog.Logger
 	opts    Options
 	t       topics
-	users   map[string]config.User
+	users   map[presence.UserID]config.User
 	sources []string
 	configs []deviceMessage // the current discovery messages
 	tls     *tls.Config
@@ -120,9 +121,9 @@ type Sink struct {
 	conn    *conn // the live connection, nil when none
 	ready   bool  // conn is set up: states may be published
 	readyCh chan struct{}
-	latest  map[string]bridge.State // newest state per user
-	pubs    map[string]publication  // last publication of each user's state
-	srcOK   map[string]bool         // each source's last status
+	latest  map[presence.UserID]bridge.State // newest state per user
+	pubs    map[presence.UserID]publication  // last publication of each user's state
+	srcOK   map[string]bool                  // each source's last status
 }
 
 // deviceMessage is one discovery config: its topic, its payload and, for
@@ -168,13 +169,13 @@ func New(opts Options) (*Sink, error) {
 		log:         opts.Logger,
 		opts:        opts,
 		t:           newTopics(c.DiscoveryPrefix, c.BaseTopic),
-		users:       make(map[string]config.User, len(opts.Users)),
+		users:       make(map[presence.UserID]config.User, len(opts.Users)),
 		sources:     opts.Sources,
 		delay:       opts.RepublishDelay,
 		statusNudge: make(chan struct{}, 1),
 		readyCh:     make(chan struct{}),
-		latest:      make(map[string]bridge.State),
-		pubs:        make(map[string]publication),
+		latest:      make(map[presence.UserID]bridge.State),
+		pubs:        make(map[presence.UserID]publication),
 		srcOK:       make(map[string]bool),
 	}
 	if s.sources == nil {
@@ -196,7 +197,7 @@ func New(opts Options) (*Sink, error) {
 	}
 	s.add(s.t.bridgeConfig(), bridgeConfig(s.t, opts.Version, opts.Mode != nil, s.sources), &errs)
 	for _, u := range opts.Users {
-		if !objectIDRe.MatchString(u.ID) {
+		if !objectIDRe.MatchString(string(u.ID)) {
 			errs = append(errs, fmt.Errorf("discovery: user id %q: only [a-zA-Z0-9_-] can name an MQTT topic", u.ID))
 			continue
 		}
@@ -312,9 +313,13 @@ func (s *Sink) WaitReady(ctx context.Context) error {
 func (s *Sink) Apply(ctx context.Context, states []bridge.State) error {
 	s.mu.Lock()
 	for _, st := range states {
-		if _, ok := s.users[st.UserID]; ok {
-			s.latest[st.UserID] = st
+		if _, ok := s.users[st.UserID]; !ok {
+			continue
 		}
+		if old, ok := s.latest[st.UserID]; ok && old.Version > st.Version {
+			continue // never go back to an older state (the core's promise)
+		}
+		s.latest[st.UserID] = st
 	}
 	c := s.conn
 	if c == nil || !s.ready {
@@ -327,7 +332,7 @@ func (s *Sink) Apply(ctx context.Context, states []bridge.State) error {
 			s.log.Debug("state for an unconfigured user ignored", "user_id", st.UserID)
 			continue
 		}
-		toks = append(toks, s.publishStateLocked(c, st, false)...)
+		toks = append(toks, s.publishStateLocked(c, s.latest[st.UserID], false)...)
 	}
 	s.mu.Unlock()
 	return c.await(ctx, toks)
@@ -703,15 +708,16 @@ func (s *Sink) sweep(c *conn) {
 // staleUser reports whether a retained config is one of this bridge's user
 // devices: published at <prefix>/device/<node>_<id>/config, with the device
 // identifier <node>_<id> and via_device <node>. It returns the user id.
-func staleUser(t topics, topic string, payload []byte) (string, bool) {
+func staleUser(t topics, topic string, payload []byte) (presence.UserID, bool) {
 	rest, ok := strings.CutPrefix(topic, t.prefix+"/device/"+t.node+"_")
 	if !ok {
 		return "", false
 	}
-	id, ok := strings.CutSuffix(rest, "/config")
-	if !ok || !objectIDRe.MatchString(id) {
+	text, ok := strings.CutSuffix(rest, "/config")
+	if !ok || !objectIDRe.MatchString(text) {
 		return "", false
 	}
+	id := presence.UserID(text)
 	var p struct {
 		Device struct {
 			Identifiers json.RawMessage `json:"identifiers"`

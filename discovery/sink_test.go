@@ -282,10 +282,10 @@ func TestSweepClearsOnlyOurStaleConfigs(t *testing.T) {
 	// topic space whose device is not ours.
 	c := newClient(t, b.URL())
 	foreign := map[string]string{
-		"homeassistant/device/zigbee2mqtt_0x1234/config":             `{"device":{"identifiers":["zigbee2mqtt_0x1234"]},"origin":{"name":"z2m"},"components":{}}`,
-		"homeassistant/device/other_bridge_" + sam.ID + "/config":    `{"device":{"identifiers":["other_bridge_` + sam.ID + `"],"via_device":"other_bridge"}}`,
-		"homeassistant/device/presence_bridge_lamp/config":           `{"device":{"identifiers":["someone_else_lamp"],"via_device":"presence_bridge"}}`,
-		"homeassistant/sensor/presence_bridge_" + sam.ID + "/config": `{"unique_id":"x"}`,
+		"homeassistant/device/zigbee2mqtt_0x1234/config":                     `{"device":{"identifiers":["zigbee2mqtt_0x1234"]},"origin":{"name":"z2m"},"components":{}}`,
+		"homeassistant/device/other_bridge_" + string(sam.ID) + "/config":    `{"device":{"identifiers":["other_bridge_` + string(sam.ID) + `"],"via_device":"other_bridge"}}`,
+		"homeassistant/device/presence_bridge_lamp/config":                   `{"device":{"identifiers":["someone_else_lamp"],"via_device":"presence_bridge"}}`,
+		"homeassistant/sensor/presence_bridge_" + string(sam.ID) + "/config": `{"unique_id":"x"}`,
 	}
 	for topic, p := range foreign {
 		await(t, c.Publish(topic, 1, true, p), "plant "+topic)
@@ -296,10 +296,10 @@ func TestSweepClearsOnlyOurStaleConfigs(t *testing.T) {
 	now := start(t, options(b.URL(), alex))
 	now.ready(t)
 	w.waitFor(t, "sam's availability cleared", func(ms []msg) bool {
-		return has(ms, "presence-bridge/"+sam.ID+"/availability", "")
+		return has(ms, "presence-bridge/"+string(sam.ID)+"/availability", "")
 	})
 	got := snapshot(t, b.URL())
-	for _, topic := range []string{samConfig, samState, "presence-bridge/" + sam.ID + "/availability"} {
+	for _, topic := range []string{samConfig, samState, "presence-bridge/" + string(sam.ID) + "/availability"} {
 		if v, ok := got[topic]; ok {
 			t.Errorf("%s survived the sweep: %q", topic, v)
 		}

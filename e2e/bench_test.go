@@ -428,7 +428,7 @@ func BenchmarkHousehold(b *testing.B) {
 	const users, perUser = 10, 300
 	subs := make([]string, users)
 	for i := range subs {
-		subs[i] = guid(i) + "/home"
+		subs[i] = string(guid(i)) + "/home"
 	}
 	sb := sbtest.Start(b, sbtest.Options{Subscriptions: subs})
 	mq := mosquitto.Start(b)
@@ -437,7 +437,7 @@ func BenchmarkHousehold(b *testing.B) {
 	client := sdkClient(b, sb)
 	senders := make([]*azservicebus.Sender, users)
 	for i := range senders {
-		senders[i] = sender(b, client, guid(i))
+		senders[i] = sender(b, client, string(guid(i)))
 	}
 	cfg := fmt.Sprintf("health_addr: \"\"\nlog_level: warn\n%sservice_bus:\n  connection_string: ${SB}\n  subscription: home\nmqtt:\n  url: %s\n", usersYAML(users), mq.URL())
 

@@ -153,7 +153,9 @@ func (p *bridgeProc) cpuTicks(tb testing.TB) int64 {
 const clockTicks = 100
 
 // guid returns a distinct GUID for user i.
-func guid(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
+func guid(i int) presence.UserID {
+	return presence.UserID(fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i))
+}
 
 func body(tb testing.TB, u presence.Update) []byte {
 	tb.Helper()

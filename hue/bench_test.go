@@ -108,7 +108,7 @@ func BenchmarkFlappingSoak(b *testing.B) {
 		rng := rand.New(rand.NewPCG(1, 2))
 		avs := presence.Availabilities()
 		acs := presence.Activities()
-		final := map[string]bridge.State{}
+		final := map[presence.UserID]bridge.State{}
 		var ver uint64
 		changes := 0
 		tick := time.NewTicker(50 * time.Millisecond)

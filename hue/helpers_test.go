@@ -169,7 +169,7 @@ func (h *harness) stop() {
 }
 
 // apply hands one user's new state to the sink.
-func (h *harness) apply(t *testing.T, user string, av presence.Availability, ac presence.Activity) {
+func (h *harness) apply(t *testing.T, user presence.UserID, av presence.Availability, ac presence.Activity) {
 	t.Helper()
 	h.ver++
 	st := bridge.State{UserID: user, Availability: av, Activity: ac, Online: true, Version: h.ver, Source: "test"}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 // Component is the name the sink reports its health under.
@@ -71,18 +72,18 @@ type Sink struct {
 	mu           sync.Mutex
 	mode         string
 	haOnline     bool
-	states       map[string]bridge.State // by user id
-	problems     map[string]string       // by bridge host; "" = fine
-	reported     string                  // last detail reported
+	states       map[presence.UserID]bridge.State
+	problems     map[string]string // by bridge host; "" = fine
+	reported     string            // last detail reported
 	reportOK     bool
 	reportedOnce bool
 }
 
 // groupState is one configured group of one bridge; guarded by Sink.mu.
 type groupState struct {
-	ref   string   // configured name or id
-	users []string // user ids, in configured order
-	id    string   // resolved id; "" until resolved
+	ref   string            // configured name or id
+	users []presence.UserID // in configured order
+	id    string            // resolved id; "" until resolved
 	gamut Gamut
 
 	desired    Look
@@ -127,10 +128,10 @@ func New(opts Options) (*Sink, error) {
 	if interval <= 0 {
 		interval = defaultMinInterval
 	}
-	ids := make(map[string]string, 2*len(opts.Users))
+	// A group names its users by name or by id (ids in any case).
+	ids := make(map[string]presence.UserID, 2*len(opts.Users))
 	for _, u := range opts.Users {
-		ids[u.ID] = u.ID
-		ids[strings.ToLower(u.ID)] = u.ID
+		ids[string(u.ID)] = u.ID
 		ids[u.Name] = u.ID
 	}
 	s := &Sink{
@@ -141,7 +142,7 @@ func New(opts Options) (*Sink, error) {
 		onCommand: opts.OnCommand,
 		interval:  interval,
 		mode:      mode,
-		states:    make(map[string]bridge.State),
+		states:    make(map[presence.UserID]bridge.State),
 		problems:  make(map[string]string),
 	}
 	var errs []error
@@ -157,7 +158,7 @@ func New(opts Options) (*Sink, error) {
 			for ui, name := range gc.Users {
 				id, ok := ids[name]
 				if !ok {
-					id, ok = ids[strings.ToLower(name)]
+					id, ok = ids[string(presence.CanonicalUserID(name))]
 				}
 				if !ok {
 					errs = append(errs, fmt.Errorf("hue.bridges[%d].groups[%d].users[%d]: unknown user %q", bi, gi, ui, name))

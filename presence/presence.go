@@ -167,7 +167,7 @@ func (a Availability) Busy() bool {
 // Update is one presence change of one user, as carried by a Service Bus
 // message.
 type Update struct {
-	UserID        string // Entra object id, lower-case GUID
+	UserID        UserID // Entra object id, canonical (lower-case)
 	TenantID      string
 	UPN           string
 	Availability  Availability

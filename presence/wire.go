@@ -201,14 +201,15 @@ func truncate(s string) string {
 	return s + "…"
 }
 
-func userID(key, v string) (string, error) {
+func userID(key, v string) (UserID, error) {
 	if v == "" {
 		return "", &DecodeError{Reason: ReasonMissingField, Field: key, Detail: "required"}
 	}
-	if !IsGUID(v) {
-		return "", &DecodeError{Reason: ReasonInvalidField, Field: key, Detail: fmt.Sprintf("%q is not a GUID", truncate(v))}
+	id, err := ParseUserID(v)
+	if err != nil {
+		return "", &DecodeError{Reason: ReasonInvalidField, Field: key, Detail: err.Error()}
 	}
-	return lowerASCII(v), nil
+	return id, nil
 }
 
 func parseTime(key, v string) (time.Time, error) {
@@ -253,8 +254,8 @@ func lowerASCII(s string) string {
 
 // CheckUser rejects an update that belongs to another user than the one
 // whose topic carried it (ReasonUserMismatch).
-func CheckUser(u Update, userID string) error {
-	if strings.EqualFold(u.UserID, userID) {
+func CheckUser(u Update, userID UserID) error {
+	if CanonicalUserID(string(u.UserID)) == CanonicalUserID(string(userID)) {
 		return nil
 	}
 	return &DecodeError{Reason: ReasonUserMismatch, Field: "userId", Detail: fmt.Sprintf("message is for user %s but came through the topic of user %s", u.UserID, userID)}
@@ -277,7 +278,7 @@ type wireOut struct {
 // Encode writes u in the version 1 wire format. It refuses an update that
 // Decode would reject.
 func Encode(u Update) ([]byte, error) {
-	if !IsGUID(u.UserID) {
+	if !u.UserID.Valid() {
 		return nil, fmt.Errorf("presence: encode: user id %q is not a GUID", u.UserID)
 	}
 	if u.ObservedAt.IsZero() {
@@ -285,7 +286,7 @@ func Encode(u Update) ([]byte, error) {
 	}
 	out := wireOut{
 		Version:       Version,
-		UserID:        strings.ToLower(u.UserID),
+		UserID:        string(CanonicalUserID(string(u.UserID))),
 		TenantID:      u.TenantID,
 		UPN:           u.UPN,
 		Availability:  u.Availability.String(),

@@ -151,7 +151,7 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestCheckUser(t *testing.T) {
 	u := Update{UserID: alex}
-	if err := CheckUser(u, strings.ToUpper(alex)); err != nil {
+	if err := CheckUser(u, UserID(strings.ToUpper(string(alex)))); err != nil {
 		t.Errorf("same user, other case: %v", err)
 	}
 	err := CheckUser(u, "00000000-1111-2222-3333-444455556666")
@@ -263,7 +263,7 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		if !IsGUID(u.UserID) || u.ObservedAt.IsZero() {
+		if !IsGUID(string(u.UserID)) || u.ObservedAt.IsZero() {
 			t.Fatalf("accepted an update without identity or time: %+v", u)
 		}
 		// What is accepted survives an encode/decode round trip.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
+	"github.com/presence-bridge/presence-bridge/presence"
 	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
 )
 
@@ -78,7 +79,7 @@ func bareDrain(b *testing.B, ctx context.Context, broker *sbtest.Broker, queue s
 // and the number of states the sink was given.
 func pipelineDrain(b *testing.B, ctx context.Context, broker *sbtest.Broker, queue string, users []config.User, n int) (time.Duration, int64) {
 	b.Helper()
-	ids := make([]string, len(users))
+	ids := make([]presence.UserID, len(users))
 	for i, u := range users {
 		ids[i] = u.ID
 	}

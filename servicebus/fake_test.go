@@ -14,14 +14,14 @@ import (
 // blocks and applied updates get their outcome only once it is up again.
 type fakeCore struct {
 	mu       sync.Mutex
-	last     map[string]presence.Update
+	last     map[presence.UserID]presence.Update
 	applied  []presence.Update
 	outcomes map[bridge.Outcome]int
 	down     bool          // WaitReady blocks
 	hold     bool          // Applied outcomes wait until released
 	upCh     chan struct{} // closed while up
 	// configured users (lower-case ids); nil: every user is configured.
-	configured map[string]bool
+	configured map[presence.UserID]bool
 	held       []func()
 	changed    chan struct{} // signalled after every Submit
 }
@@ -31,7 +31,7 @@ var _ bridge.Submitter = (*fakeCore)(nil)
 func newFakeCore() *fakeCore {
 	up := make(chan struct{})
 	close(up)
-	return &fakeCore{last: map[string]presence.Update{}, outcomes: map[bridge.Outcome]int{}, upCh: up, changed: make(chan struct{}, 1)}
+	return &fakeCore{last: map[presence.UserID]presence.Update{}, outcomes: map[bridge.Outcome]int{}, upCh: up, changed: make(chan struct{}, 1)}
 }
 
 func (f *fakeCore) Submit(u presence.Update, source string, done func(bridge.Outcome)) {
@@ -104,10 +104,10 @@ func (f *fakeCore) setHold(hold bool) {
 	}
 }
 
-func (f *fakeCore) snapshot() (applied []presence.Update, last map[string]presence.Update) {
+func (f *fakeCore) snapshot() (applied []presence.Update, last map[presence.UserID]presence.Update) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	last = make(map[string]presence.Update, len(f.last))
+	last = make(map[presence.UserID]presence.Update, len(f.last))
 	for k, v := range f.last {
 		last[k] = v
 	}

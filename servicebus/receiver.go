@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +28,9 @@ type entityReceiver struct {
 	// in hand at shutdown, after rcv is closed (see shutdown).
 	settlement func() (receiver, error)
 	path       string
-	// userID is the lower-case id of the user whose topic this is; empty in
-	// queue mode, where the user comes from the body.
-	userID string
+	// userID is the user whose topic this is; empty in queue mode, where
+	// the user comes from the body.
+	userID presence.UserID
 	// leftover is what was in hand, undecided, when ctx ended.
 	leftover []*azservicebus.ReceivedMessage
 }
@@ -223,7 +222,7 @@ type groupOutcome struct {
 
 // batch is the messages in hand, grouped by user.
 type batch struct {
-	groups   map[string]*group
+	groups   map[presence.UserID]*group
 	order    []*group
 	received int       // messages taken into the batch, settled or not
 	renewBy  time.Time // the earliest renewal due
@@ -276,7 +275,7 @@ func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.Receive
 // core has decided on every message; their settlements may still be running
 // on st.
 func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, st *settler, msgs []*azservicebus.ReceivedMessage) {
-	b := &batch{groups: map[string]*group{}}
+	b := &batch{groups: map[presence.UserID]*group{}}
 	r.add(b, st, msgs)
 	// More than one message per receive means a backlog (live traffic comes
 	// one message at a time): keep receiving, without delaying live
@@ -381,7 +380,6 @@ func (r *entityReceiver) decode(m *azservicebus.ReceivedMessage) (presence.Updat
 			return u, err
 		}
 	}
-	u.UserID = strings.ToLower(u.UserID)
 	return u, nil
 }
 

@@ -33,6 +33,7 @@ import (
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 // SourceName is what the source passes to Submit and the component it
@@ -164,7 +165,7 @@ func New(opts Options) (*Source, error) {
 		s.clients = append(s.clients, c)
 		return c, nil
 	}
-	add := func(connStr, topic, sub, queue, userID string) error {
+	add := func(connStr, topic, sub, queue string, userID presence.UserID) error {
 		c, err := client(connStr)
 		if err != nil {
 			return err
@@ -200,7 +201,7 @@ func New(opts Options) (*Source, error) {
 	default:
 		for _, u := range opts.Users {
 			cs := cmp.Or(u.ConnectionString.Value(), cfg.ConnectionString.Value())
-			if err = add(cs, u.TopicName(), cfg.Subscription, "", strings.ToLower(u.ID)); err != nil {
+			if err = add(cs, u.TopicName(), cfg.Subscription, "", u.ID); err != nil {
 				break
 			}
 		}
@@ -212,7 +213,7 @@ func New(opts Options) (*Source, error) {
 	return s, nil
 }
 
-func (s *Source) newEntityReceiver(r receiver, path, userID string) *entityReceiver {
+func (s *Source) newEntityReceiver(r receiver, path string, userID presence.UserID) *entityReceiver {
 	return &entityReceiver{
 		opts:   &s.opts,
 		log:    s.log.With("entity", path),

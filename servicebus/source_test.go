@@ -21,7 +21,9 @@ import (
 
 const subName = "home"
 
-func userID(i int) string { return fmt.Sprintf("6f1c2a3b-1111-2222-3333-%012d", i) }
+func userID(i int) presence.UserID {
+	return presence.UserID(fmt.Sprintf("6f1c2a3b-1111-2222-3333-%012d", i))
+}
 
 func users(n int) []config.User {
 	out := make([]config.User, n)
@@ -44,7 +46,7 @@ func subPath(u config.User) string { return u.TopicName() + "/Subscriptions/" + 
 var t0 = time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
 
 // v1 is a version 1 body observed n seconds after t0.
-func v1(user string, avail string, n int) []byte {
+func v1[ID ~string](user ID, avail string, n int) []byte {
 	return fmt.Appendf(nil, `{"version":1,"userId":%q,"availability":%q,"activity":%q,"observedAt":%q}`,
 		user, avail, avail, t0.Add(time.Duration(n)*time.Second).Format(time.RFC3339Nano))
 }
@@ -180,7 +182,7 @@ func TestValidAndLegacyMessagesReachTheCore(t *testing.T) {
 	b := sbtest.Start(t, sbtest.Options{Subscriptions: subscriptions(us)})
 	h := run(t, b, Options{Users: us})
 
-	b.Send(ctx, us[0].TopicName(), []byte(`{"version":1,"userId":"`+strings.ToUpper(us[0].ID)+`","availability":"busy","activity":"InACall","statusMessage":"Back at 3","observedAt":"2026-11-26T20:00:00.123Z","expiresAt":"2026-11-26T20:15:00Z","sequence":"638680000000000000"}`))
+	b.Send(ctx, us[0].TopicName(), []byte(`{"version":1,"userId":"`+strings.ToUpper(string(us[0].ID))+`","availability":"busy","activity":"InACall","statusMessage":"Back at 3","observedAt":"2026-11-26T20:00:00.123Z","expiresAt":"2026-11-26T20:15:00Z","sequence":"638680000000000000"}`))
 	b.Send(ctx, us[1].TopicName(), []byte(`{"ObjectId":"`+us[1].ID+`","Upn":"bo@contoso.com","Availability":"Away","Activity":"Away","PartitionKey":"x","RowKey":"y"}`))
 
 	if !h.core.waitFor(ctx, 30*time.Second, func() bool { a, _ := h.core.snapshot(); return len(a) == 2 }) {
@@ -250,8 +252,8 @@ func TestBadInputIsDeadLetteredAndTheNextMessageFlows(t *testing.T) {
 		{"not json", []byte(`{"version":1,`), presence.ReasonInvalidJSON},
 		{"not utf-8", []byte{0xff, 0xfe}, presence.ReasonInvalidJSON},
 		{"empty body", nil, presence.ReasonInvalidJSON},
-		{"no availability", []byte(`{"version":1,"userId":"` + us[0].ID + `","observedAt":"2026-11-26T20:00:00Z"}`), presence.ReasonMissingField},
-		{"bad time", []byte(`{"version":1,"userId":"` + us[0].ID + `","availability":"Busy","observedAt":"yesterday"}`), presence.ReasonInvalidField},
+		{"no availability", []byte(`{"version":1,"userId":"` + string(us[0].ID) + `","observedAt":"2026-11-26T20:00:00Z"}`), presence.ReasonMissingField},
+		{"bad time", []byte(`{"version":1,"userId":"` + string(us[0].ID) + `","availability":"Busy","observedAt":"yesterday"}`), presence.ReasonInvalidField},
 		{"too large", append(append([]byte(`{"statusMessage":"`), bytes.Repeat([]byte("x"), presence.MaxBodySize)...), `"}`...), presence.ReasonTooLarge},
 		{"other user", v1(us[1].ID, "Busy", 1), presence.ReasonUserMismatch},
 	}
@@ -620,7 +622,7 @@ func TestQueueModeTakesUsersFromTheBody(t *testing.T) {
 	})
 	h := run(t, b, Options{Users: us[:1], Config: config.ServiceBus{Queue: "all"}})
 	h.core.mu.Lock()
-	h.core.configured = map[string]bool{us[0].ID: true}
+	h.core.configured = map[presence.UserID]bool{us[0].ID: true}
 	h.core.mu.Unlock()
 	b.Send(ctx, us[0].TopicName(), v1(us[0].ID, "Busy", 1))
 	b.Send(ctx, us[1].TopicName(), v1(us[1].ID, "Away", 1)) // not configured: the core says Unconfigured

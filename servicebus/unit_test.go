@@ -156,7 +156,7 @@ func TestNewBuildsOneReceiverPerUserOrOneForTheQueue(t *testing.T) {
 		cfg  config.ServiceBus
 		want []string
 	}{
-		{"subscriptions", config.ServiceBus{ConnectionString: cs, Subscription: "home"}, []string{us[0].ID + "/Subscriptions/home", "custom/Subscriptions/home"}},
+		{"subscriptions", config.ServiceBus{ConnectionString: cs, Subscription: "home"}, []string{string(us[0].ID) + "/Subscriptions/home", "custom/Subscriptions/home"}},
 		{"queue", config.ServiceBus{ConnectionString: cs, Queue: "all"}, []string{"all"}},
 		{"forwarding subscription", config.ServiceBus{ConnectionString: cs, Queue: "all/Subscriptions/bridge"}, []string{"all/Subscriptions/bridge"}},
 	}
