@@ -19,7 +19,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/internal/mosquitto"
 	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"github.com/presence-bridge/presence-bridge/presence"
-	"github.com/presence-bridge/presence-bridge/servicebus"
+	"github.com/presence-bridge/presence-bridge/sbsource"
 	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
 )
 
@@ -276,7 +276,7 @@ mqtt: {url: "%s"}
 			}
 			healthy := make(chan struct{}, 1)
 			d.Health.Watch(func(c string, st bridge.ComponentStatus) {
-				if c == servicebus.SourceName && st.OK {
+				if c == sbsource.SourceName && st.OK {
 					select {
 					case healthy <- struct{}{}:
 					default:

@@ -18,7 +18,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/health"
 	"github.com/presence-bridge/presence-bridge/hue"
 	"github.com/presence-bridge/presence-bridge/presence"
-	"github.com/presence-bridge/presence-bridge/servicebus"
+	"github.com/presence-bridge/presence-bridge/sbsource"
 	"gopkg.in/yaml.v3"
 )
 
@@ -115,7 +115,7 @@ type DaemonOptions struct {
 	SupervisorURL string
 	// ServiceBus tunes the source (tests); Config, Users, Logger and Status
 	// are filled in.
-	ServiceBus servicebus.Options
+	ServiceBus sbsource.Options
 }
 
 // Daemon is the wired bridge: the Service Bus source, the core, and the
@@ -125,7 +125,7 @@ type Daemon struct {
 	cfg      *config.Config
 	Health   *bridge.Health
 	core     *bridge.Core
-	source   *servicebus.Source
+	source   *sbsource.Source
 	mqtt     *discovery.Sink
 	hue      *hue.Sink
 	notifier *addon.Notifier
@@ -187,7 +187,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		// Giving back what is in hand must fit in SPEC §6's 5 s stop.
 		sbOpts.SettleTimeout = 3 * time.Second
 	}
-	if d.source, err = servicebus.New(sbOpts); err != nil {
+	if d.source, err = sbsource.New(sbOpts); err != nil {
 		return nil, err
 	}
 	if o.AddOn {
@@ -258,8 +258,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 // Bus entity), not outages that heal by themselves.
 func userFixable(component, detail string) bool {
 	switch component {
-	case servicebus.SourceName:
-		return servicebus.UserFixable(detail)
+	case sbsource.SourceName:
+		return sbsource.UserFixable(detail)
 	case hue.Component:
 		return strings.Contains(detail, "rejected the API key")
 	}

@@ -1,4 +1,4 @@
-package servicebus
+package sbsource
 
 import (
 	"context"
@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
-	"github.com/Azure/go-amqp"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
 // maxDescription bounds a dead-letter description (Service Bus keeps it in an
@@ -133,48 +133,15 @@ func (r *entityReceiver) probe(ctx context.Context) error {
 	return err
 }
 
-// failure kinds, each with its own log text, status detail and retry policy.
-type failureKind uint8
-
-const (
-	failConnection failureKind = iota + 1
-	failNotFound
-	failUnauthorized
-)
-
-func classify(err error) failureKind {
-	var sbErr *azservicebus.Error
-	if errors.As(err, &sbErr) {
-		switch sbErr.Code {
-		case azservicebus.CodeUnauthorizedAccess:
-			return failUnauthorized
-		case azservicebus.CodeNotFound:
-			return failNotFound
-		}
-	}
-	var amqpErr *amqp.Error
-	if errors.As(err, &amqpErr) {
-		switch amqpErr.Condition {
-		case amqp.ErrCondNotFound:
-			return failNotFound
-		case amqp.ErrCondUnauthorizedAccess:
-			return failUnauthorized
-		case "com.microsoft:entity-disabled":
-			return failNotFound
-		}
-	}
-	return failConnection
-}
-
 func (r *entityReceiver) fail(err error) {
-	r.health.fail(r.path, classify(err), err)
+	r.health.fail(r.path, servicebus.Classify(err), err)
 }
 
 // retryDelay is the back-off after the attempt-th consecutive failure:
 // exponential for connection problems, a long fixed wait for configuration
 // problems (missing entity, rights).
 func (r *entityReceiver) retryDelay(err error, attempt int) time.Duration {
-	if classify(err) != failConnection {
+	if servicebus.Classify(err) != servicebus.FailConnection {
 		return r.opts.ConfigRetry
 	}
 	return backoff(r.opts.RetryMin, r.opts.RetryMax, attempt)

@@ -1,4 +1,4 @@
-package servicebus
+package sbsource
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
 // health tracks every receiver's state, logs each outage once (a connection
@@ -19,15 +20,15 @@ type health struct {
 
 	mu       sync.Mutex
 	entities []string
-	down     map[string]failureKind // entity path → why it is down
-	started  map[string]bool        // entities that have been up at least once
+	down     map[string]servicebus.Failure // entity path → why it is down
+	started  map[string]bool               // entities that have been up at least once
 	lastOK   bool
 	lastText string
 	reported bool
 }
 
 func newHealth(log *slog.Logger, status bridge.StatusReporter) *health {
-	return &health{log: log, status: status, down: map[string]failureKind{}, started: map[string]bool{}}
+	return &health{log: log, status: status, down: map[string]servicebus.Failure{}, started: map[string]bool{}}
 }
 
 // start registers the entities; until each has answered once the source
@@ -42,31 +43,31 @@ func (h *health) start(entities []string) {
 // connDown reports whether some entity is down for a connection problem.
 func (h *health) connDownLocked() bool {
 	for _, k := range h.down {
-		if k == failConnection {
+		if k == servicebus.FailConnection {
 			return true
 		}
 	}
 	return false
 }
 
-func (h *health) fail(entity string, kind failureKind, err error) {
+func (h *health) fail(entity string, kind servicebus.Failure, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	prev, wasDown := h.down[entity]
 	if wasDown && prev == kind {
 		return // the same outage: logged already
 	}
-	if kind == failConnection && h.connDownLocked() {
+	if kind == servicebus.FailConnection && h.connDownLocked() {
 		h.down[entity] = kind // the connection outage is logged already
 		h.reportLocked()
 		return
 	}
 	h.down[entity] = kind
 	switch kind {
-	case failNotFound:
+	case servicebus.FailNotFound:
 		h.log.Error("service bus entity not found; check that the topic and subscription (or queue) exist and that users[].id/topic and service_bus.subscription/queue name them; retrying every few minutes",
 			"entity", entity, "err", err)
-	case failUnauthorized:
+	case servicebus.FailUnauthorized:
 		h.log.Error("service bus refused access; check the connection string's key and that it has Listen rights on the entity; retrying every few minutes",
 			"entity", entity, "err", err)
 	default:
@@ -86,7 +87,7 @@ func (h *health) ok(entity string) {
 	}
 	delete(h.down, entity)
 	if wasDown {
-		if kind != failConnection {
+		if kind != servicebus.FailConnection {
 			h.log.Info("service bus entity is reachable again", "entity", entity)
 		} else if !h.connDownLocked() {
 			h.log.Info("service bus connection restored")
@@ -137,11 +138,11 @@ func UserFixable(detail string) bool {
 	return strings.Contains(detail, DetailNotFound) || strings.Contains(detail, DetailAccessDenied)
 }
 
-func describe(k failureKind) string {
+func describe(k servicebus.Failure) string {
 	switch k {
-	case failNotFound:
+	case servicebus.FailNotFound:
 		return DetailNotFound
-	case failUnauthorized:
+	case servicebus.FailUnauthorized:
 		return DetailAccessDenied
 	}
 	return "connection lost"

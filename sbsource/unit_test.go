@@ -1,4 +1,4 @@
-package servicebus
+package sbsource
 
 import (
 	"context"
@@ -10,12 +10,11 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
-	"github.com/Azure/go-amqp"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
 func TestDeadLetterReason(t *testing.T) {
@@ -37,29 +36,6 @@ func TestDeadLetterReason(t *testing.T) {
 			reason, desc := deadLetterReason(c.err)
 			if reason != c.wantReason || desc != c.wantDesc {
 				t.Errorf("got (%q, %q), want (%q, %q)", reason, desc, c.wantReason, c.wantDesc)
-			}
-		})
-	}
-}
-
-func TestClassify(t *testing.T) {
-	cases := []struct {
-		name string
-		err  error
-		want failureKind
-	}{
-		{"amqp not found on attach", &amqp.Error{Condition: amqp.ErrCondNotFound}, failNotFound},
-		{"entity disabled", &amqp.Error{Condition: "com.microsoft:entity-disabled"}, failNotFound},
-		{"amqp unauthorized", fmt.Errorf("x: %w", &amqp.Error{Condition: amqp.ErrCondUnauthorizedAccess}), failUnauthorized},
-		{"sdk unauthorized", &azservicebus.Error{Code: azservicebus.CodeUnauthorizedAccess}, failUnauthorized},
-		{"sdk not found", &azservicebus.Error{Code: azservicebus.CodeNotFound}, failNotFound},
-		{"connection lost", &azservicebus.Error{Code: azservicebus.CodeConnectionLost}, failConnection},
-		{"anything else", errors.New("dial tcp: connection refused"), failConnection},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			if got := classify(c.err); got != c.want {
-				t.Errorf("classify(%v) = %d, want %d", c.err, got, c.want)
 			}
 		})
 	}
@@ -88,15 +64,15 @@ func TestHealthLogsEachOutageOnceAndReportsOneComponent(t *testing.T) {
 	// A connection outage seen by every receiver, retried many times.
 	for range 5 {
 		for _, e := range []string{"a", "b", "c"} {
-			h.fail(e, failConnection, connErr)
+			h.fail(e, servicebus.FailConnection, connErr)
 		}
 	}
 	h.ok("a")
 	h.ok("b")
 	h.ok("c")
 	// A configuration problem on one entity, retried.
-	h.fail("b", failNotFound, errors.New("not found"))
-	h.fail("b", failNotFound, errors.New("not found"))
+	h.fail("b", servicebus.FailNotFound, errors.New("not found"))
+	h.fail("b", servicebus.FailNotFound, errors.New("not found"))
 
 	if n := logs.count("service bus connection lost"); n != 1 {
 		t.Errorf("connection outage logged %d times, want 1", n)

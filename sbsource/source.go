@@ -1,4 +1,4 @@
-// Package servicebus is the bridge's Service Bus source: it reads presence
+// Package sbsource is the bridge's Service Bus source: it reads presence
 // messages in peek-lock mode from every configured user's topic subscription
 // (or from one queue that every subscription auto-forwards into), decodes them
 // with the presence package and hands them to the core.
@@ -17,7 +17,7 @@
 // down) no batch is taken, and while a batch waits for the core its locks are
 // renewed: a message is never abandoned to wait, because every abandon counts
 // as a delivery and Service Bus dead-letters after its max delivery count.
-package servicebus
+package sbsource
 
 import (
 	"cmp"
@@ -34,6 +34,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
 // SourceName is what the source passes to Submit and the component it
@@ -117,9 +118,7 @@ func (o *Options) setDefaults() {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.ClientOptions == nil {
-		o.ClientOptions = &azservicebus.ClientOptions{
-			RetryOptions: azservicebus.RetryOptions{MaxRetries: 2, RetryDelay: 500 * time.Millisecond, MaxRetryDelay: 5 * time.Second},
-		}
+		o.ClientOptions = servicebus.ClientOptions()
 	}
 }
 
