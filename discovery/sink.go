@@ -15,35 +15,40 @@
 // broker sends the retained configs before the marker. Configs are published
 // when the marker arrives or after half a second, whichever comes first, so
 // a slow sweep never delays them. A stale config is cleared with an empty
-// retained message, together with that user's state and availability.
+// retained message, together with that user's state and availability. The
+// same marker brings the retained hue_mode state: on the first connection
+// after a start, the mode selected in Home Assistant is restored from it.
+//
+// Several instances of one home (a hot standby on the same subscription)
+// share the bridge state topic: an instance that sees `offline` there while
+// it is connected publishes `online` again, so one that stops (or dies and
+// fires its will) does not leave the other's entities unavailable.
+//
+// After a lost connection the sink waits before reconnecting, with back-off
+// and jitter that grow while connections keep dying young: two bridges with
+// one client id knock each other off the broker, and without the wait they
+// did so hundreds of times a second, each time firing the last will.
 //
 // Home Assistant's status topic is homeassistant/status (its default birth
 // topic). After an `online` there the states are republished after a random
 // 1–5 s delay, so a restarting Home Assistant is not flooded by every
-// integration at once. OnHomeAssistantStatus, when set, is called with false
-// on every (re)connect and on every connection loss (no `online` seen since
-// the bridge connected), and with each status Home Assistant announces.
+// integration at once. OnHomeAssistantStatus, when set, is called with each
+// status Home Assistant announces (and only then: its birth message is not
+// retained, so a bridge started while Home Assistant runs hears nothing).
 package discovery
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
@@ -66,8 +71,8 @@ type Options struct {
 	Version string // the origin's and the bridge device's sw_version
 	// Mode, when set, adds the hue_mode select to the bridge device.
 	Mode ModeControl
-	// OnHomeAssistantStatus, when set, learns whether Home Assistant is
-	// online (see the package documentation). It must not block.
+	// OnHomeAssistantStatus, when set, learns each status Home Assistant
+	// announces (true for online). It must not block.
 	OnHomeAssistantStatus func(online bool)
 	// Status receives the sink's own health as component "mqtt".
 	Status bridge.StatusReporter
@@ -77,6 +82,8 @@ type Options struct {
 	// RepublishDelay returns how long to wait after Home Assistant's
 	// `online` before republishing states; nil means a random 1–5 s.
 	RepublishDelay func() time.Duration
+	// Dial opens a connection; nil means DialPaho.
+	Dial Dialer
 }
 
 // Errors.
@@ -88,28 +95,21 @@ var (
 	ErrRefused = errors.New("the MQTT broker refused the credentials")
 )
 
-// Timing.
-const (
-	connectTimeout = 10 * time.Second
-	keepAlive      = 30 * time.Second
-	writeTimeout   = 10 * time.Second
-	// configWait bounds how long the current configs wait for the broker's
-	// retained copies before they are published anyway.
-	configWait = 500 * time.Millisecond
-	// sweepWait bounds the start-up sweep.
-	sweepWait     = 5 * time.Second
-	goodbyeWait   = time.Second
-	backoffMin    = 500 * time.Millisecond
-	backoffMax    = 30 * time.Second
-	componentMQTT = "mqtt"
-)
+const componentMQTT = "mqtt"
 
 // Sink is the Home Assistant sink. Create it with New, start it with Run.
+//
+// Two locks: mu guards the sink's state and is never held across a call
+// that can block, so SetStatus and WaitReady never wait on the broker;
+// pubMu orders publications (a user's states leave in version order) and is
+// held while publishing.
 type Sink struct {
 	log     *slog.Logger
 	opts    Options
+	dial    Dialer
 	t       topics
 	users   map[presence.UserID]config.User
+	order   []presence.UserID // users in configuration order
 	sources []string
 	configs []deviceMessage // the current discovery messages
 	tls     *tls.Config
@@ -117,13 +117,16 @@ type Sink struct {
 
 	statusNudge chan struct{} // a source's status changed
 
-	mu      sync.Mutex
-	conn    *conn // the live connection, nil when none
-	ready   bool  // conn is set up: states may be published
-	readyCh chan struct{}
-	latest  map[presence.UserID]bridge.State // newest state per user
-	pubs    map[presence.UserID]publication  // last publication of each user's state
-	srcOK   map[string]bool                  // each source's last status
+	mu       sync.Mutex
+	sess     *session // the live connection, nil when none
+	ready    bool     // sess is set up: states may be published
+	readyCh  chan struct{}
+	latest   map[presence.UserID]bridge.State // newest state per user
+	srcOK    map[string]bool                  // each source's last status
+	restored bool                             // the hue mode was restored (first connection)
+
+	pubMu sync.Mutex
+	pubs  map[presence.UserID]publication // last publication of each user's state
 }
 
 // deviceMessage is one discovery config: its topic, its payload and, for
@@ -136,9 +139,9 @@ type deviceMessage struct {
 
 // publication is a state published on one connection, with its tokens.
 type publication struct {
-	conn  *conn
+	sess  *session
 	state bridge.State
-	toks  []mqtt.Token
+	toks  []Token
 }
 
 var (
@@ -168,6 +171,7 @@ func New(opts Options) (*Sink, error) {
 	s := &Sink{
 		log:         opts.Logger,
 		opts:        opts,
+		dial:        opts.Dial,
 		t:           newTopics(c.DiscoveryPrefix, c.BaseTopic),
 		users:       make(map[presence.UserID]config.User, len(opts.Users)),
 		sources:     opts.Sources,
@@ -177,6 +181,9 @@ func New(opts Options) (*Sink, error) {
 		latest:      make(map[presence.UserID]bridge.State),
 		pubs:        make(map[presence.UserID]publication),
 		srcOK:       make(map[string]bool),
+	}
+	if s.dial == nil {
+		s.dial = DialPaho
 	}
 	if s.sources == nil {
 		s.sources = []string{"service_bus"}
@@ -202,6 +209,7 @@ func New(opts Options) (*Sink, error) {
 			continue
 		}
 		s.users[u.ID] = u
+		s.order = append(s.order, u.ID)
 		s.add(s.t.userConfig(u.ID), userConfig(s.t, opts.Version, u), &errs)
 	}
 	tc, err := tlsConfig(c)
@@ -231,36 +239,6 @@ func (s *Sink) add(topic string, dc DeviceConfig, errs *[]error) {
 	s.configs = append(s.configs, deviceMessage{topic: topic, payload: b, components: comps})
 }
 
-// tlsConfig returns the TLS settings for ssl:// (tls://, mqtts://) and
-// wss:// brokers: the system roots plus the optional ca_file.
-func tlsConfig(c config.MQTT) (*tls.Config, error) {
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return nil, fmt.Errorf("discovery: mqtt url: %w", err)
-	}
-	switch u.Scheme {
-	case "ssl", "tls", "mqtts", "wss":
-	case "tcp", "mqtt", "ws":
-		return nil, nil
-	default:
-		return nil, fmt.Errorf("discovery: mqtt url: unsupported scheme %q", u.Scheme)
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("discovery: read ca_file: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("discovery: ca_file %s: no PEM certificate", c.CAFile)
-		}
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
-}
-
 // brokerURL is the configured url without any password, for logs.
 func (s *Sink) brokerURL() string {
 	u, err := url.Parse(s.opts.Config.URL)
@@ -271,7 +249,8 @@ func (s *Sink) brokerURL() string {
 }
 
 // SetStatus records a component's health; for a source with a connectivity
-// sensor it is published as ON/OFF. It never blocks (Health.Watch calls it).
+// sensor it is published as ON/OFF by the connection's goroutine. It never
+// blocks (Health.Watch calls it from the reporter's goroutine).
 func (s *Sink) SetStatus(component string, ok bool, _ string) {
 	known := false
 	for _, src := range s.sources {
@@ -309,51 +288,84 @@ func (s *Sink) WaitReady(ctx context.Context) error {
 // Apply publishes each state (retained, QoS 1) with its availability and
 // returns once the broker acknowledged all of them. A state already
 // published on the current connection is not sent again: its
-// acknowledgement is awaited instead.
+// acknowledgement is awaited instead. A state older than one the sink has
+// already been given is never published.
 func (s *Sink) Apply(ctx context.Context, states []bridge.State) error {
+	ids := make([]presence.UserID, 0, len(states))
 	s.mu.Lock()
-	for _, st := range states {
-		if _, ok := s.users[st.UserID]; !ok {
-			continue
-		}
-		if old, ok := s.latest[st.UserID]; ok && old.Version > st.Version {
-			continue // never go back to an older state (the core's promise)
-		}
-		s.latest[st.UserID] = st
-	}
-	c := s.conn
-	if c == nil || !s.ready {
-		s.mu.Unlock()
-		return ErrNotConnected
-	}
-	var toks []mqtt.Token
 	for _, st := range states {
 		if _, ok := s.users[st.UserID]; !ok {
 			s.log.Debug("state for an unconfigured user ignored", "user_id", st.UserID)
 			continue
 		}
-		toks = append(toks, s.publishStateLocked(c, s.latest[st.UserID], false)...)
+		ids = append(ids, st.UserID)
+		if old, ok := s.latest[st.UserID]; ok && old.Version > st.Version {
+			continue // never go back to an older state (the core's promise)
+		}
+		s.latest[st.UserID] = st
 	}
+	sess, ready := s.sess, s.ready
 	s.mu.Unlock()
-	return c.await(ctx, toks)
+	if sess == nil || !ready {
+		return ErrNotConnected
+	}
+	return sess.await(ctx, s.publishStates(sess, ids, false))
 }
 
-// publishStateLocked publishes st unless, without force, the same state is
-// already published (or in flight) on c. s.mu must be held so that
-// publications of one user leave in the order of their states.
-func (s *Sink) publishStateLocked(c *conn, st bridge.State, force bool) []mqtt.Token {
-	if p, ok := s.pubs[st.UserID]; ok && !force && p.conn == c && p.state == st && !failed(p.toks) {
-		return p.toks
+// publishStates publishes the newest state of each user on sess (with
+// force, even when that state was published on sess already) and returns
+// the tokens to await. The states are read under pubMu, so whichever
+// publication of a user leaves last carries the newest state.
+func (s *Sink) publishStates(sess *session, ids []presence.UserID, force bool) []Token {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	var toks []Token
+	for _, id := range ids {
+		s.mu.Lock()
+		st, ok := s.latest[id]
+		s.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if p, ok := s.pubs[id]; ok && !force && p.sess == sess && p.state == st && !failed(p.toks) {
+			toks = append(toks, p.toks...)
+			continue
+		}
+		pt := []Token{
+			sess.conn.Publish(s.t.userState(id), true, stateJSON(st)),
+			sess.conn.Publish(s.t.userAvailability(id), true, []byte(availabilityPayload(st.Online))),
+		}
+		s.pubs[id] = publication{sess: sess, state: st, toks: pt}
+		toks = append(toks, pt...)
 	}
-	toks := []mqtt.Token{
-		c.client.Publish(s.t.userState(st.UserID), 1, true, stateJSON(st)),
-		c.client.Publish(s.t.userAvailability(st.UserID), 1, true, availabilityPayload(st.Online)),
-	}
-	s.pubs[st.UserID] = publication{conn: c, state: st, toks: toks}
 	return toks
 }
 
-func failed(toks []mqtt.Token) bool {
+// publishEntityStates publishes the hue mode and the sources' status.
+func (s *Sink) publishEntityStates(sess *session) {
+	s.mu.Lock()
+	type src struct {
+		name string
+		ok   bool
+	}
+	var srcs []src
+	for _, name := range s.sources {
+		if ok, known := s.srcOK[name]; known {
+			srcs = append(srcs, src{name, ok})
+		}
+	}
+	s.mu.Unlock()
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	if s.opts.Mode != nil {
+		sess.conn.Publish(s.t.hueMode(), true, []byte(s.opts.Mode.Mode()))
+	}
+	for _, x := range srcs {
+		sess.conn.Publish(s.t.source(x.name), true, []byte(onOff(x.ok)))
+	}
+}
+
+func failed(toks []Token) bool {
 	for _, t := range toks {
 		select {
 		case <-t.Done():
@@ -364,571 +376,6 @@ func failed(toks []mqtt.Token) bool {
 		}
 	}
 	return false
-}
-
-// Run connects to the broker and keeps the connection up until ctx ends;
-// then it publishes `offline` and disconnects. It returns an error only when
-// the broker refuses the credentials on the first connection: after the
-// sink has been connected once, a refusal is reported as its status and
-// retried with back-off (a broker restarting its authentication may refuse
-// for a moment).
-func (s *Sink) Run(ctx context.Context) error {
-	s.setStatus(false, "connecting")
-	backoff := backoffMin
-	connected := false
-	refusedLogged := false
-	for {
-		c, err := s.connect(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			refused := errors.Is(err, ErrRefused)
-			if refused && !connected {
-				s.setStatus(false, ErrRefused.Error())
-				return fmt.Errorf("discovery: connect %s: %w", s.brokerURL(), err)
-			}
-			s.setStatus(false, err.Error())
-			if refused && !refusedLogged {
-				refusedLogged = true
-				s.log.Error("mqtt broker refused the credentials; retrying", "url", s.brokerURL(), "err", err)
-			} else {
-				s.log.Warn("mqtt connect failed", "url", s.brokerURL(), "retry_in", backoff, "err", err)
-			}
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C:
-			}
-			backoff = min(2*backoff, backoffMax)
-			continue
-		}
-		connected, refusedLogged, backoff = true, false, backoffMin
-		s.log.Info("mqtt connected", "url", s.brokerURL())
-		s.serve(ctx, c)
-		s.disconnected(c)
-		if ctx.Err() != nil {
-			s.goodbye(c)
-			return nil
-		}
-		s.log.Warn("mqtt connection lost", "url", s.brokerURL(), "err", c.lostErr())
-		s.setStatus(false, "connection lost")
-	}
-}
-
-func (s *Sink) setStatus(ok bool, detail string) {
-	if s.opts.Status != nil {
-		s.opts.Status.SetStatus(componentMQTT, ok, detail)
-	}
-}
-
-func (s *Sink) haStatus(online bool) {
-	if s.opts.OnHomeAssistantStatus != nil {
-		s.opts.OnHomeAssistantStatus(online)
-	}
-}
-
-// connect opens one connection: a fresh paho client with a clean session.
-func (s *Sink) connect(ctx context.Context) (*conn, error) {
-	c := &conn{
-		lost:       make(chan struct{}),
-		events:     make(chan event, 64),
-		retained:   make(map[string][]byte),
-		collecting: true, // retained configs may follow the SUBACK at once
-	}
-	cfg := s.opts.Config
-	o := mqtt.NewClientOptions().
-		AddBroker(cfg.URL).
-		SetClientID(cfg.ClientID).
-		SetCleanSession(true).
-		SetAutoReconnect(false).
-		SetConnectRetry(false).
-		SetConnectTimeout(connectTimeout).
-		SetKeepAlive(keepAlive).
-		SetWriteTimeout(writeTimeout).
-		SetWill(s.t.bridgeState(), payloadOffline, 1, true).
-		// Messages that match no subscription any more (our own discovery
-		// configs echoed after the sweep unsubscribed, while the
-		// UNSUBSCRIBE was in flight) must still be acknowledged: paho
-		// keeps an unacknowledged QoS 1 message in its store for the
-		// whole connection (about 1.7 MB for 1,000 users' configs), and
-		// the broker counts it against the connection's in-flight window.
-		SetDefaultPublishHandler(func(mqtt.Client, mqtt.Message) {}).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) { c.setLost(err) })
-	if cfg.Username != "" {
-		o.SetUsername(cfg.Username)
-	}
-	if p := cfg.Password.Value(); p != "" {
-		o.SetPassword(p)
-	}
-	if s.tls != nil {
-		o.SetTLSConfig(s.tls.Clone())
-	}
-	c.client = mqtt.NewClient(o)
-	tok := c.client.Connect()
-	select {
-	case <-tok.Done():
-	case <-ctx.Done():
-		go func() { <-tok.Done(); c.client.Disconnect(0) }()
-		return nil, ctx.Err()
-	}
-	if err := tok.Error(); err != nil {
-		if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
-			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
-		}
-		return nil, err
-	}
-	return c, nil
-}
-
-// serve sets a new connection up and handles its events until it is lost or
-// ctx ends.
-func (s *Sink) serve(ctx context.Context, c *conn) {
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-c.lost:
-			cancel()
-		case <-cctx.Done():
-		}
-	}()
-	s.haStatus(false)
-	c.client.Publish(s.t.bridgeState(), 1, true, payloadOnline)
-	if err := s.subscribe(cctx, c); err != nil {
-		if cctx.Err() == nil {
-			s.log.Warn("mqtt subscribe failed", "err", err)
-			c.client.Disconnect(0)
-			c.setLost(err)
-		}
-		return
-	}
-	c.sendMarker(s.t.sync())
-	timer := time.NewTimer(configWait)
-	select {
-	case <-c.marker:
-	case <-timer.C:
-		s.log.Debug("retained discovery configs still arriving; publishing ours")
-	case <-cctx.Done():
-		timer.Stop()
-		return
-	}
-	timer.Stop()
-	s.publishConfigs(c)
-
-	s.mu.Lock()
-	s.publishEntityStatesLocked(c)
-	for _, st := range s.latest {
-		s.publishStateLocked(c, st, false)
-	}
-	s.conn, s.ready = c, true
-	close(s.readyCh)
-	s.mu.Unlock()
-	s.setStatus(true, "")
-
-	sweep := time.NewTimer(sweepWait)
-	defer sweep.Stop()
-	sweepC := sweep.C
-	markerC := c.marker
-	if c.markerSeen() {
-		markerC = nil
-		s.sweep(c)
-		sweepC = nil
-	}
-	var republish <-chan time.Time
-	var republishTimer *time.Timer
-	defer func() {
-		if republishTimer != nil {
-			republishTimer.Stop()
-		}
-	}()
-	for {
-		select {
-		case <-cctx.Done():
-			return
-		case <-markerC:
-			markerC, sweepC = nil, nil
-			s.sweep(c)
-		case <-sweepC:
-			markerC, sweepC = nil, nil
-			s.log.Debug("start-up sweep timed out; sweeping what arrived")
-			s.sweep(c)
-		case <-s.statusNudge:
-			s.mu.Lock()
-			s.publishEntityStatesLocked(c)
-			s.mu.Unlock()
-		case ev := <-c.events:
-			switch ev.kind {
-			case eventHAStatus:
-				s.haStatus(ev.online)
-				if ev.online && republish == nil {
-					republishTimer = time.NewTimer(s.delay())
-					republish = republishTimer.C
-				}
-			case eventModeSet:
-				s.setMode(c, ev.payload)
-			}
-		case <-republish:
-			republish = nil
-			s.log.Debug("home assistant online: republishing states")
-			s.mu.Lock()
-			s.publishEntityStatesLocked(c)
-			for _, st := range s.latest {
-				s.publishStateLocked(c, st, true)
-			}
-			s.mu.Unlock()
-		}
-	}
-}
-
-func (s *Sink) subscribe(ctx context.Context, c *conn) error {
-	filters := map[string]byte{
-		haStatusTopic:      1,
-		s.t.configFilter(): 1,
-		s.t.sync():         1,
-	}
-	if s.opts.Mode != nil {
-		filters[s.t.hueModeSet()] = 1
-	}
-	tok := c.client.SubscribeMultiple(filters, func(_ mqtt.Client, m mqtt.Message) { s.route(c, m) })
-	return c.await(ctx, []mqtt.Token{tok})
-}
-
-// route handles an incoming message in paho's goroutine: quickly, without
-// blocking.
-func (s *Sink) route(c *conn, m mqtt.Message) {
-	switch topic := m.Topic(); {
-	case topic == haStatusTopic:
-		switch p := strings.TrimSpace(string(m.Payload())); p {
-		case payloadOnline, payloadOffline:
-			c.push(s.log, event{kind: eventHAStatus, online: p == payloadOnline})
-		default:
-			s.log.Debug("unknown home assistant status ignored", "payload", truncate(p))
-		}
-	case topic == s.t.hueModeSet():
-		c.push(s.log, event{kind: eventModeSet, payload: string(m.Payload())})
-	case topic == s.t.sync():
-		c.markerArrived(string(m.Payload()))
-	case m.Retained():
-		c.addRetained(topic, m.Payload())
-	}
-}
-
-// publishConfigs publishes each discovery config whose retained copy on the
-// broker differs; components the retained copy has and ours lacks are
-// removed first, as Home Assistant requires.
-func (s *Sink) publishConfigs(c *conn) {
-	for _, dm := range s.configs {
-		old, had := c.retainedConfig(dm.topic)
-		if had && string(old) == string(dm.payload) {
-			continue
-		}
-		if had {
-			if removal := removalPayload(old, dm); removal != nil {
-				c.client.Publish(dm.topic, 1, true, removal)
-			}
-		}
-		c.client.Publish(dm.topic, 1, true, dm.payload)
-		s.log.Debug("discovery config published", "topic", dm.topic)
-	}
-}
-
-// removalPayload returns the current payload plus each component of old that
-// the current one lacks, reduced to its platform; nil when none is gone.
-func removalPayload(old []byte, dm deviceMessage) []byte {
-	var prev struct {
-		Components map[string]struct {
-			Platform string `json:"platform"`
-			P        string `json:"p"`
-		} `json:"components"`
-		Cmps map[string]struct {
-			Platform string `json:"platform"`
-			P        string `json:"p"`
-		} `json:"cmps"`
-	}
-	if json.Unmarshal(old, &prev) != nil {
-		return nil
-	}
-	var cur map[string]any
-	if json.Unmarshal(dm.payload, &cur) != nil {
-		return nil
-	}
-	comps, _ := cur["components"].(map[string]any)
-	gone := false
-	for _, m := range []map[string]struct {
-		Platform string `json:"platform"`
-		P        string `json:"p"`
-	}{prev.Components, prev.Cmps} {
-		for k, c := range m {
-			if _, keep := dm.components[k]; keep {
-				continue
-			}
-			p := c.Platform
-			if p == "" {
-				p = c.P
-			}
-			if p == "" {
-				continue
-			}
-			comps[k] = map[string]string{"platform": p}
-			gone = true
-		}
-	}
-	if !gone {
-		return nil
-	}
-	b, err := json.Marshal(cur)
-	if err != nil {
-		return nil
-	}
-	return b
-}
-
-// sweep clears the retained configs of this bridge's users that are no
-// longer configured, with their state and availability topics.
-func (s *Sink) sweep(c *conn) {
-	for topic, payload := range c.takeRetained() {
-		id, ok := staleUser(s.t, topic, payload)
-		if !ok {
-			continue
-		}
-		if _, configured := s.users[id]; configured {
-			continue
-		}
-		s.log.Info("removing a user no longer configured from home assistant", "user_id", id)
-		c.client.Publish(topic, 1, true, []byte{})
-		c.client.Publish(s.t.userState(id), 1, true, []byte{})
-		c.client.Publish(s.t.userAvailability(id), 1, true, []byte{})
-	}
-	c.client.Unsubscribe(s.t.configFilter(), s.t.sync())
-}
-
-// staleUser reports whether a retained config is one of this bridge's user
-// devices: published at <prefix>/device/<node>_<id>/config, with the device
-// identifier <node>_<id> and via_device <node>. It returns the user id.
-func staleUser(t topics, topic string, payload []byte) (presence.UserID, bool) {
-	rest, ok := strings.CutPrefix(topic, t.prefix+"/device/"+t.node+"_")
-	if !ok {
-		return "", false
-	}
-	text, ok := strings.CutSuffix(rest, "/config")
-	if !ok || !objectIDRe.MatchString(text) {
-		return "", false
-	}
-	id := presence.UserID(text)
-	var p struct {
-		Device struct {
-			Identifiers json.RawMessage `json:"identifiers"`
-			ViaDevice   string          `json:"via_device"`
-		} `json:"device"`
-	}
-	if json.Unmarshal(payload, &p) != nil || p.Device.ViaDevice != t.node {
-		return "", false
-	}
-	var ids []string
-	if json.Unmarshal(p.Device.Identifiers, &ids) != nil {
-		var one string
-		if json.Unmarshal(p.Device.Identifiers, &one) != nil {
-			return "", false
-		}
-		ids = []string{one}
-	}
-	for _, x := range ids {
-		if x == t.userDevice(id) {
-			return id, true
-		}
-	}
-	return "", false
-}
-
-// publishEntityStatesLocked publishes the hue mode and the sources' status.
-func (s *Sink) publishEntityStatesLocked(c *conn) {
-	if s.opts.Mode != nil {
-		c.client.Publish(s.t.hueMode(), 1, true, s.opts.Mode.Mode())
-	}
-	for _, src := range s.sources {
-		if ok, known := s.srcOK[src]; known {
-			c.client.Publish(s.t.source(src), 1, true, onOff(ok))
-		}
-	}
-}
-
-func (s *Sink) setMode(c *conn, payload string) {
-	mode := strings.ToLower(strings.TrimSpace(payload))
-	if err := s.opts.Mode.SetMode(mode); err != nil {
-		s.log.Warn("hue mode from home assistant refused", "mode", truncate(mode), "err", err)
-	} else {
-		s.log.Info("hue mode changed from home assistant", "mode", mode)
-	}
-	// The state reflects the mode in force, so a refused command reverts
-	// the select in Home Assistant.
-	c.client.Publish(s.t.hueMode(), 1, true, s.opts.Mode.Mode())
-}
-
-// disconnected marks the sink not ready after c is gone.
-func (s *Sink) disconnected(c *conn) {
-	s.mu.Lock()
-	if s.conn == c {
-		s.conn = nil
-	}
-	if s.ready {
-		s.ready = false
-		s.readyCh = make(chan struct{})
-	}
-	s.mu.Unlock()
-	s.haStatus(false)
-}
-
-// goodbye publishes `offline` and disconnects, within about a second.
-func (s *Sink) goodbye(c *conn) {
-	select {
-	case <-c.lost:
-		return
-	default:
-	}
-	tok := c.client.Publish(s.t.bridgeState(), 1, true, payloadOffline)
-	t := time.NewTimer(goodbyeWait)
-	select {
-	case <-tok.Done():
-	case <-c.lost:
-	case <-t.C:
-		s.log.Warn("mqtt offline message not acknowledged in time")
-	}
-	t.Stop()
-	c.client.Disconnect(250)
-	s.log.Info("mqtt disconnected")
-}
-
-// conn is one MQTT connection.
-type conn struct {
-	client mqtt.Client
-	events chan event
-
-	lostOnce sync.Once
-	lost     chan struct{}
-
-	mu         sync.Mutex
-	err        error
-	nonce      string
-	marker     chan struct{}
-	markerDone bool
-	retained   map[string][]byte // retained discovery configs seen
-	collecting bool
-}
-
-type eventKind uint8
-
-const (
-	eventHAStatus eventKind = iota + 1
-	eventModeSet
-)
-
-type event struct {
-	kind    eventKind
-	online  bool
-	payload string
-}
-
-func (c *conn) setLost(err error) {
-	c.lostOnce.Do(func() {
-		c.mu.Lock()
-		c.err = err
-		c.mu.Unlock()
-		close(c.lost)
-	})
-}
-
-func (c *conn) lostErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-func (c *conn) push(log *slog.Logger, ev event) {
-	select {
-	case c.events <- ev:
-	default:
-		log.Warn("mqtt command dropped: too many at once")
-	}
-}
-
-// sendMarker publishes a marker the broker delivers after the retained
-// configs it sends for the subscription made just before.
-func (c *conn) sendMarker(topic string) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	c.mu.Lock()
-	c.nonce = hex.EncodeToString(b)
-	c.marker = make(chan struct{})
-	nonce := c.nonce
-	c.mu.Unlock()
-	c.client.Publish(topic, 1, false, nonce)
-}
-
-func (c *conn) markerArrived(payload string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.marker != nil && payload == c.nonce && !c.markerDone {
-		c.markerDone = true
-		close(c.marker)
-	}
-}
-
-func (c *conn) markerSeen() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.markerDone
-}
-
-func (c *conn) addRetained(topic string, payload []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.collecting {
-		c.retained[topic] = payload
-	}
-}
-
-func (c *conn) retainedConfig(topic string) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.retained[topic]
-	return p, ok
-}
-
-// takeRetained stops collecting and returns what was collected.
-func (c *conn) takeRetained() map[string][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.collecting = false
-	r := c.retained
-	c.retained = nil
-	return r
-}
-
-// await waits for every token: nil once all succeeded.
-func (c *conn) await(ctx context.Context, toks []mqtt.Token) error {
-	for _, t := range toks {
-		select {
-		case <-t.Done():
-			if err := t.Error(); err != nil {
-				return fmt.Errorf("mqtt: %w", err)
-			}
-		case <-c.lost:
-			select {
-			case <-t.Done(): // settled just before the loss
-				if err := t.Error(); err != nil {
-					return fmt.Errorf("mqtt: %w", err)
-				}
-			default:
-				return fmt.Errorf("mqtt: %w", ErrNotConnected)
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return nil
 }
 
 func truncate(s string) string {
