@@ -39,7 +39,8 @@
 // every availability × activity of one person (plus unavailable and
 // unknown), every pair of 26 representative states on one light with every
 // look given its own colour, three people, the three offline choices, the
-// in-call colour, renamed entities and a person without a device.
+// in-call colour, renamed entities, a person without a device, and the
+// two-people example of DOCS.md with the story told under it.
 //
 // Not covered: Home Assistant itself (its schema validation beyond the
 // rules above, the trigger machinery, the light integration), which cannot
