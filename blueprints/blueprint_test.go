@@ -223,7 +223,10 @@ func TestBlueprintMetadata(t *testing.T) {
 	}
 	ha, _ := meta["homeassistant"].(map[string]any)
 	// Input sections need 2024.6, the plural triggers/actions keys 2024.10.
-	if v, _ := ha["min_version"].(string); !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(v) || v < "2024.10.0" {
+	v, _ := ha["min_version"].(string)
+	var major, minor, patch int
+	if n, err := fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch); err != nil || n != 3 ||
+		!regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(v) || major*100+minor < 2024*100+10 {
 		t.Errorf("homeassistant.min_version = %#v, want x.y.z, at least 2024.10.0", ha["min_version"])
 	}
 	in := meta["input"].(map[string]any)
