@@ -1,6 +1,8 @@
-# Presence Bridge image: the Home Assistant add-on (the Supervisor builds this
-# file with the repository root as context and passes BUILD_VERSION and
-# BUILD_ARCH) and the standalone image for Docker, for example on a Raspberry Pi:
+# Presence Bridge image: the Home Assistant add-on and the standalone image for
+# Docker, for example on a Raspberry Pi. The release workflow builds the
+# add-on images from it per arch with BUILD_VERSION and BUILD_ARCH, as the
+# Supervisor does when a fork removes config.yaml's image: line and it builds
+# this file on the device with the repository root as context. By hand:
 #
 #   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 \
 #     --build-arg BUILD_VERSION=0.1.0 -t presence-bridge:0.1.0 .

@@ -22,10 +22,13 @@ test-short:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
 
+# actionlint checks the GitHub workflows (their shell steps too when
+# shellcheck is installed, as .ci/run and GitHub's runners do).
 lint:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) tool staticcheck ./...
+	$(GO) tool actionlint
 
 demo:
 	$(GO) run ./cmd/presence-bridge demo

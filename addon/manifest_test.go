@@ -102,8 +102,12 @@ func TestManifest(t *testing.T) {
 	if diff := cmp.Diff([]string{"aarch64", "amd64"}, arches); diff != "" {
 		t.Errorf("arch (-want +got): %s (armv7, armhf and i386 are gone from the Supervisor)", diff)
 	}
-	if m["startup"] != "application" {
-		t.Errorf("startup = %v", m["startup"])
+	// The bridge needs the Supervisor's defaults, startup application and
+	// boot auto; TestManifestOmitsDefaults keeps them unwritten.
+	for _, k := range []string{"startup", "boot"} {
+		if v, ok := m[k]; ok {
+			t.Errorf("%s = %v: leave it to the default", k, v)
+		}
 	}
 	if m["homeassistant_api"] != true {
 		t.Errorf("homeassistant_api = %v: notifications need it", m["homeassistant_api"])
@@ -121,9 +125,7 @@ func TestManifest(t *testing.T) {
 	if !hasMQTT {
 		t.Errorf("services %v: want mqtt:want (GET /services/mqtt answers 403 without it)", services)
 	}
-	if _, ok := m["image"]; ok {
-		t.Error("image is set: the Supervisor would pull instead of building the Dockerfile")
-	}
+	checkImage(t, m["image"])
 	for i, e := range m["map"].([]any) {
 		entry, ok := e.(map[string]any)
 		if !ok || !slices.Contains([]string{"ssl", "share", "media", "homeassistant_config", "addon_config", "app_config"}, fmt.Sprint(entry["type"])) {
@@ -135,6 +137,140 @@ func TestManifest(t *testing.T) {
 	}
 	if _, ok := m["schema"].(map[string]any); !ok {
 		t.Fatal("schema: missing")
+	}
+}
+
+// releaseImage is the add-on image the release workflow pushes, one per
+// arch: the Supervisor pulls it with {arch} replaced, tagged with version.
+const releaseImage = "ghcr.io/presence-bridge/{arch}-presence-bridge"
+
+// checkImage: image names every arch's image generically, without a tag
+// (the Supervisor refuses one: the tag is always the manifest's version).
+func checkImage(t *testing.T, v any) {
+	t.Helper()
+	image, ok := v.(string)
+	if !ok {
+		t.Errorf("image = %#v: want %s so that users pull prebuilt images (a fork that builds locally removes it)", v, releaseImage)
+		return
+	}
+	if !strings.Contains(image, "{arch}") {
+		t.Errorf("image %q: lacks {arch}, the Supervisor would pull one image for every arch", image)
+	}
+	if last := image[strings.LastIndex(image, "/")+1:]; strings.ContainsAny(last, ":@") {
+		t.Errorf("image %q: no tag or digest here, the Supervisor appends version", image)
+	}
+	if image != strings.ToLower(image) {
+		t.Errorf("image %q: registries want lower case", image)
+	}
+	if image != releaseImage {
+		t.Errorf("image = %q, want %q (what release.yml pushes)", image, releaseImage)
+	}
+}
+
+// linterDefaults are the manifest keys whose default the add-on linter
+// (frenck/action-addon-linter) knows, with that default: it fails a
+// manifest that restates one.
+var linterDefaults = map[string]any{
+	"advanced": false, "apparmor": true, "audio": false, "auth_api": false, "auto_uart": false,
+	"backup": "hot", "boot": "auto", "devicetree": false, "docker_api": false, "full_access": false,
+	"gpio": false, "hassio_api": false, "hassio_role": "default", "homeassistant": false,
+	"homeassistant_api": false, "host_dbus": false, "host_ipc": false, "host_network": false,
+	"host_pid": false, "host_uts": false, "ingress": false, "ingress_port": 8099,
+	"ingress_stream": false, "init": true, "journald": false, "kernel_modules": false,
+	"legacy": false, "options": map[string]any{}, "panel_admin": true, "panel_icon": "mdi:puzzle",
+	"realtime": false, "schema": map[string]any{}, "stage": "stable", "startup": "application",
+	"stdin": false, "timeout": 10, "tmpfs": false, "uart": false, "udev": false,
+	"ulimits": map[string]any{}, "usb": false, "video": false,
+}
+
+// TestManifestOmitsDefaults: the add-on linter flags every key that
+// restates its default; and the keys it reports as deprecated or obsolete
+// are absent.
+func TestManifestOmitsDefaults(t *testing.T) {
+	m := decodeYAML(t, "config.yaml")
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if def, ok := linterDefaults[k]; ok && reflect.DeepEqual(m[k], def) {
+			t.Errorf("%s: %v is the default; remove it (the add-on linter fails on it)", k, m[k])
+		}
+	}
+	for _, k := range []string{"watchdog", "codenotary", "auto_uart", "advanced", "webui"} {
+		if _, ok := m[k]; ok {
+			t.Errorf("%s: deprecated or obsolete for the add-on linter", k)
+		}
+	}
+}
+
+// TestNoBuildFile: the Supervisor reads any build.{yaml,yml,json} in the
+// repository, dot-folders included, as the add-on's deprecated build file
+// (a workflow named build.yml would be one).
+func TestNoBuildFile(t *testing.T) {
+	root, err := filepath.Abs(repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == ".git" {
+			return filepath.SkipDir
+		}
+		switch strings.ToLower(d.Name()) {
+		case "build.yaml", "build.yml", "build.json":
+			rel, _ := filepath.Rel(root, path)
+			t.Errorf("%s: the Supervisor would read it as the add-on's build file; rename it", filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReleaseWorkflowMatchesManifest: the release workflow builds one
+// add-on image per manifest arch, on the right platform, from the tag that
+// must equal the manifest's version, and the standalone image adds 32-bit
+// ARM.
+func TestReleaseWorkflowMatchesManifest(t *testing.T) {
+	m := decodeYAML(t, "config.yaml")
+	wf := decodeYAML(t, ".github/workflows/release.yml")
+	on, _ := wf["on"].(map[string]any)
+	push, _ := on["push"].(map[string]any)
+	if diff := cmp.Diff([]any{"v*"}, push["tags"]); diff != "" {
+		t.Errorf("release.yml runs on tags (-want +got):\n%s", diff)
+	}
+	jobs, _ := wf["jobs"].(map[string]any)
+	addon, _ := jobs["addon"].(map[string]any)
+	strategy, _ := addon["strategy"].(map[string]any)
+	matrix, _ := strategy["matrix"].(map[string]any)
+	platformOf := map[string]string{"amd64": "linux/amd64", "aarch64": "linux/arm64"}
+	got := map[string]string{}
+	for _, e := range matrix["include"].([]any) {
+		row := e.(map[string]any)
+		got[fmt.Sprint(row["arch"])] = fmt.Sprint(row["platform"])
+	}
+	want := map[string]string{}
+	for _, a := range m["arch"].([]any) {
+		want[fmt.Sprint(a)] = platformOf[fmt.Sprint(a)]
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("release.yml add-on matrix (-config.yaml arch +workflow):\n%s", diff)
+	}
+	raw := string(readRoot(t, ".github/workflows/release.yml"))
+	for _, s := range []string{
+		`"$TAG" != "v$version"`,         // the tag check
+		"sed -n 's/^image:",             // the image name comes from config.yaml
+		"BUILD_ARCH=${{ matrix.arch }}", // io.hass.arch
+		"BUILD_VERSION=${{ needs.manifest.outputs.version }}",
+		"platforms: linux/amd64,linux/arm64,linux/arm/v7",
+		"docker/setup-qemu-action@", "docker/setup-buildx-action@", "docker/login-action@", "docker/build-push-action@",
+	} {
+		if !strings.Contains(raw, s) {
+			t.Errorf("release.yml lacks %q", s)
+		}
+	}
+	if strings.Contains(raw, fmt.Sprint(m["version"])) {
+		t.Errorf("release.yml names version %v: it must come from the tag and config.yaml only", m["version"])
 	}
 }
 
@@ -605,6 +741,16 @@ func compareTranslations(t *testing.T, path string, schema, tr map[string]any) {
 			if s, _ := entry[f].(string); strings.TrimSpace(s) == "" {
 				t.Errorf("%s: translation has no %s", p, f)
 			}
+		}
+		// The description must explain the option to someone who has not
+		// read the README: more than a restated name, no pointer away.
+		name, _ := entry["name"].(string)
+		desc, _ := entry["description"].(string)
+		switch {
+		case len(desc) < 25 || strings.EqualFold(strings.Trim(desc, ". "), name):
+			t.Errorf("%s: description %q says too little", p, desc)
+		case strings.Contains(desc, "README"):
+			t.Errorf("%s: description %q sends the reader to the README", p, desc)
 		}
 		sub := schema[k]
 		if l, isList := sub.([]any); isList {

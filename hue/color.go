@@ -219,18 +219,27 @@ type Palette struct {
 	byActivity     map[presence.Activity]style
 }
 
-func defaultStyle(a presence.Availability) style {
-	hex := ""
+// DefaultColor is SPEC §5's default for an availability, shown at full
+// brightness: the colour as "#rrggbb", or "" when the lamps go off. It is
+// the one source of the defaults: the palette below and the Home Assistant
+// blueprint's tests (blueprints/) both read it.
+func DefaultColor(a presence.Availability) string {
 	switch a {
 	case presence.AvailabilityAvailable, presence.AvailabilityAvailableIdle:
-		hex = hexGreen
+		return hexGreen
 	case presence.AvailabilityAway, presence.AvailabilityBeRightBack:
-		hex = hexAmber
+		return hexAmber
 	case presence.AvailabilityBusy, presence.AvailabilityBusyIdle, presence.AvailabilityDoNotDisturb:
-		hex = hexRed
+		return hexRed
 	case presence.AvailabilityOffline, presence.AvailabilityPresenceUnknown:
-		return style{off: true}
-	default:
+		return ""
+	}
+	return ""
+}
+
+func defaultStyle(a presence.Availability) style {
+	hex := DefaultColor(a)
+	if hex == "" {
 		return style{off: true}
 	}
 	r, g, b, _ := ParseHex(hex)

@@ -183,6 +183,30 @@ func TestPaletteCoversEveryAvailability(t *testing.T) {
 	}
 }
 
+// DefaultColor is what the palette shows without colours configured, at
+// full brightness: the blueprint's defaults are tested against it, so it
+// must be the sink's real behaviour.
+func TestDefaultColorIsTheDefaultLook(t *testing.T) {
+	p, err := NewPalette(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, av := range presence.Availabilities() {
+		want := Look{}
+		if hex := DefaultColor(av); hex != "" {
+			r, g, b, err := ParseHex(hex)
+			if err != nil {
+				t.Fatalf("%v: %v", av, err)
+			}
+			want = Look{On: true, Bri: 254, XY: XYFromRGB(r, g, b, GamutC), Effect: EffectNone}
+		}
+		got := p.styleFor(bridge.State{Availability: av, Activity: presence.ActivityPresenceUnknown, Online: true}).look(GamutC)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%v: look (-DefaultColor +palette):\n%s", av, diff)
+		}
+	}
+}
+
 func TestNewPaletteRejects(t *testing.T) {
 	tests := []struct {
 		name  string
