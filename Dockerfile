@@ -42,7 +42,8 @@ RUN set -eu; \
     CGO_ENABLED=0 GOOS="$os" GOARCH="$arch" GOARM="$goarm" \
       go build -trimpath \
         -ldflags "-s -w -X main.version=${BUILD_VERSION} -X main.commit=${COMMIT}" \
-        -o /out/presence-bridge ./cmd/presence-bridge
+        -o /out/presence-bridge ./cmd/presence-bridge; \
+    mkdir -p /out/data
 
 # Static, non-root runtime: CA certificates and time zones, no shell.
 FROM gcr.io/distroless/static-debian12:nonroot
@@ -57,6 +58,9 @@ LABEL io.hass.type="app" \
       org.opencontainers.image.version="${BUILD_VERSION}" \
       org.opencontainers.image.source="https://github.com/presence-bridge/presence-bridge"
 COPY --from=build /out/presence-bridge /presence-bridge
+# data_dir defaults to ./data: an empty folder the non-root user owns, so a
+# volume mounted there (docker-compose.yml) starts out writable.
+COPY --from=build --chown=65532:65532 /out/data /config/data
 # Standalone: mount presence-bridge.yaml here (or set PRESENCE_BRIDGE_CONFIG).
 # The add-on reads its options from the Supervisor instead.
 WORKDIR /config

@@ -544,3 +544,48 @@ func TestNewRejects(t *testing.T) {
 		})
 	}
 }
+
+// Two instances of one home on mosquitto: when one stops, the bridge state
+// the other shares stays online; two bridges configured with one client id
+// take the session from each other only a few times.
+func TestInstancesShareTheBridgeState(t *testing.T) {
+	integration(t)
+	b := mosquitto.Start(t)
+	first, second := options(b.URL(), alex), options(b.URL(), alex)
+	first.Config.ClientID, second.Config.ClientID = "presence-bridge-a", "presence-bridge-b"
+	a := start(t, first)
+	c := start(t, second)
+	a.ready(t)
+	c.ready(t)
+	w := watch(t, b.URL(), bridgeState)
+	w.sync(t)
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	msgs := w.waitFor(t, "online again", func(ms []msg) bool {
+		i := slices.IndexFunc(ms, func(m msg) bool { return m.topic == bridgeState && m.payload == "offline" })
+		return i >= 0 && slices.ContainsFunc(ms[i:], func(m msg) bool { return m.topic == bridgeState && m.payload == "online" })
+	})
+	if got := snapshot(t, b.URL())[bridgeState]; got != "online" {
+		t.Errorf("retained bridge state = %q after one instance stopped, want online:\n%s", got, dump(msgs))
+	}
+}
+
+func TestOneClientIDTwiceDoesNotStorm(t *testing.T) {
+	integration(t)
+	b := mosquitto.Start(t)
+	a := start(t, options(b.URL(), alex))
+	a.ready(t)
+	w := watch(t, b.URL(), bridgeState)
+	w.sync(t)
+	c := start(t, options(b.URL(), alex)) // the same client id
+	time.Sleep(2 * time.Second)           // a window to count connections in, not a wait for an event
+	onlines := count(w.sync(t), bridgeState)
+	_ = c.stop(t)
+	_ = a.stop(t)
+	// Each connection publishes online, each takeover fires the will.
+	if onlines > 20 {
+		t.Errorf("%d bridge state messages in 2 s: the two bridges keep knocking each other off", onlines)
+	}
+	t.Logf("%d bridge state messages in 2 s", onlines)
+}

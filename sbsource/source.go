@@ -223,6 +223,9 @@ func (s *Source) newEntityReceiver(r receiver, path string, userID presence.User
 	}
 }
 
+// Name is the component the source reports its health under.
+func (s *Source) Name() string { return SourceName }
+
 // Entities lists the entity paths the source reads, in configuration order.
 func (s *Source) Entities() []string {
 	out := make([]string, len(s.receivers))
