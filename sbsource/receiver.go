@@ -5,11 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
+	bo "github.com/presence-bridge/presence-bridge/internal/backoff"
 	"github.com/presence-bridge/presence-bridge/presence"
 	"github.com/presence-bridge/presence-bridge/servicebus"
 )
@@ -70,8 +72,13 @@ func (r *entityReceiver) shutdown(ctx context.Context) {
 // run loops until ctx ends: wait for the core, take a batch, settle it. The
 // settlements of a batch run on (bounded by SettleConcurrency) while the
 // next batch is received; run returns once they have all finished.
-func (r *entityReceiver) run(ctx context.Context, sub bridge.Submitter) {
-	st := newSettler(r, ctx)
+//
+// stopCtx ends SettleTimeout after ctx: settlements still running or
+// waiting for a slot then, are given up (the message comes back when its
+// lock expires, and the core treats it as the duplicate it is), so the whole
+// stop fits in SPEC §6's 5 s whatever the broker does.
+func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter) {
+	st := newSettler(r, stopCtx)
 	defer st.wait()
 	attempt := 0 // consecutive failures
 	empty := 0   // consecutive receives that returned nothing
@@ -147,13 +154,10 @@ func (r *entityReceiver) retryDelay(err error, attempt int) time.Duration {
 	return backoff(r.opts.RetryMin, r.opts.RetryMax, attempt)
 }
 
-// backoff returns min·2^(attempt-1), capped at max.
+// backoff is the wait after the attempt-th consecutive failure (from 1):
+// min·2^(attempt-1), capped at max.
 func backoff(minD, maxD time.Duration, attempt int) time.Duration {
-	d := minD
-	for i := 1; i < attempt && d < maxD; i++ {
-		d *= 2
-	}
-	return min(d, maxD)
+	return bo.Step(minD, maxD, attempt-1)
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still alive.
@@ -400,24 +404,36 @@ func (r *entityReceiver) renewDue(ctx context.Context, pending map[*group]bool) 
 // settler runs a receiver's settlements with bounded concurrency.
 type settler struct {
 	r *entityReceiver
-	// ctx is the receive context; settlements started after it ends use a
-	// fresh context bounded by SettleTimeout.
-	ctx context.Context
-	sem chan struct{}
-	wg  sync.WaitGroup
+	// stop ends SettleTimeout after the receive context: no settlement
+	// starts, or goes on, after it.
+	stop    context.Context
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	skipped atomic.Int64 // settlements given up at the stop deadline
 }
 
-func newSettler(r *entityReceiver, ctx context.Context) *settler {
-	return &settler{r: r, ctx: ctx, sem: make(chan struct{}, r.opts.SettleConcurrency)}
+func newSettler(r *entityReceiver, stop context.Context) *settler {
+	return &settler{r: r, stop: stop, sem: make(chan struct{}, r.opts.SettleConcurrency)}
 }
 
 func (s *settler) do(op string, m *azservicebus.ReceivedMessage, fn func(ctx context.Context) error) {
-	s.sem <- struct{}{}
+	select {
+	case s.sem <- struct{}{}:
+	case <-s.stop.Done():
+		// Stopping, and every slot is taken by a slow broker: leave the
+		// message to its lock expiry.
+		s.skipped.Add(1)
+		return
+	}
 	s.wg.Go(func() {
 		defer func() { <-s.sem }()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), s.r.opts.SettleTimeout)
+		ctx, cancel := context.WithTimeout(s.stop, s.r.opts.SettleTimeout)
 		defer cancel()
 		if err := fn(ctx); err != nil {
+			if s.stop.Err() != nil {
+				s.skipped.Add(1)
+				return
+			}
 			// The message comes back once its lock expires; the core then
 			// completes it as a duplicate or applies it.
 			s.r.log.Warn("cannot settle a message; it will be delivered again", "op", op, "sequence_number", seq(m), "err", err)
@@ -427,7 +443,14 @@ func (s *settler) do(op string, m *azservicebus.ReceivedMessage, fn func(ctx con
 	})
 }
 
-func (s *settler) wait() { s.wg.Wait() }
+// wait waits for the settlements in flight (they end by the stop deadline)
+// and says how many were left to their lock expiry.
+func (s *settler) wait() {
+	s.wg.Wait()
+	if n := s.skipped.Load(); n > 0 {
+		s.r.log.Warn("stopped before some settlements finished; those messages come back when their locks expire", "count", n)
+	}
+}
 
 func (s *settler) complete(m *azservicebus.ReceivedMessage) {
 	s.do("complete", m, func(ctx context.Context) error { return s.r.rcv.CompleteMessage(ctx, m, nil) })

@@ -100,6 +100,9 @@ type Options struct {
 	// onSettled, when set (tests and benchmarks), is called after each
 	// successful settlement.
 	onSettled func(op string)
+	// openReceiver, when set (tests), opens receivers instead of the SDK:
+	// path is a queue or <topic>/Subscriptions/<name>.
+	openReceiver func(path string) (receiver, error)
 }
 
 func (o *Options) setDefaults() {
@@ -165,15 +168,22 @@ func New(opts Options) (*Source, error) {
 		return c, nil
 	}
 	add := func(connStr, topic, sub, queue string, userID presence.UserID) error {
-		c, err := client(connStr)
-		if err != nil {
-			return err
-		}
 		path := queue
-		open := func() (receiver, error) { return c.NewReceiverForQueue(queue, nil) }
 		if topic != "" {
 			path = topic + "/Subscriptions/" + sub
-			open = func() (receiver, error) { return c.NewReceiverForSubscription(topic, sub, nil) }
+		}
+		var open func() (receiver, error)
+		if opts.openReceiver != nil {
+			open = func() (receiver, error) { return opts.openReceiver(path) }
+		} else {
+			c, err := client(connStr)
+			if err != nil {
+				return err
+			}
+			open = func() (receiver, error) { return c.NewReceiverForQueue(queue, nil) }
+			if topic != "" {
+				open = func() (receiver, error) { return c.NewReceiverForSubscription(topic, sub, nil) }
+			}
 		}
 		r, err := open()
 		if err != nil {
@@ -247,7 +257,7 @@ func (s *Source) Run(ctx context.Context, sub bridge.Submitter) error {
 	var wg sync.WaitGroup
 	for _, r := range s.receivers {
 		wg.Go(func() {
-			r.run(ctx, sub)
+			r.run(ctx, stopCtx, sub)
 			r.shutdown(stopCtx)
 		})
 	}
