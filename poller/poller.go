@@ -144,3 +144,36 @@ var ErrSignInRequired = errors.New("poller: the person must sign in again")
 type TokenSource interface {
 	Token(ctx context.Context, a Account) (string, error)
 }
+
+// AccountView is one line of the accounts listing (CLI and /api/accounts).
+type AccountView struct {
+	ObjectID     presence.UserID `json:"objectId"`
+	TenantID     string          `json:"tenantId"`
+	UPN          string          `json:"upn"`
+	State        State           `json:"state"`
+	Availability string          `json:"availability"`
+	LastChange   *time.Time      `json:"lastChange"`
+}
+
+// ListAccounts builds the accounts listing from the store.
+func ListAccounts(ctx context.Context, s Store) ([]AccountView, error) {
+	accts, err := s.Accounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AccountView, 0, len(accts))
+	for _, a := range accts {
+		v := AccountView{ObjectID: a.UserID, TenantID: a.TenantID, UPN: a.UPN, State: a.State}
+		rec, tag, err := s.Presence(ctx, a.UserID)
+		if err != nil {
+			return nil, err
+		}
+		if tag != "" && rec.Last.UserID != "" {
+			v.Availability = rec.Last.Availability.String()
+			lc := rec.LastChange.UTC()
+			v.LastChange = &lc
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
