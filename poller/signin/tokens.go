@@ -37,7 +37,7 @@ type Credential struct {
 type TokensOptions struct {
 	// Authority is https://<host>/<tenant>; ClientID the app registration.
 	Authority, ClientID string
-	Credential         Credential
+	Credential          Credential
 	// Scopes are the Graph scopes asked for (Presence.Read.All).
 	Scopes []string
 	// SecretKey (32 bytes) encrypts the caches at rest.
@@ -170,7 +170,9 @@ func (t *Tokens) give(s *slot) {
 	t.pool <- s
 }
 
-func aad(id presence.UserID) []byte { return []byte("token-cache:" + string(presence.CanonicalUserID(string(id)))) }
+func aad(id presence.UserID) []byte {
+	return []byte("token-cache:" + string(presence.CanonicalUserID(string(id))))
+}
 
 // Token returns a valid access token for the person, redeeming the refresh
 // token when the cached one expired (and then storing the new cache). A
