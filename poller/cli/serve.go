@@ -75,6 +75,8 @@ type Daemon struct {
 	Store     *boltstore.Store
 	Engine    *poller.Engine
 	Handler   *server.Server
+	Flow      *signin.Flow
+	Tokens    *signin.Tokens
 	publisher *servicebus.Publisher
 }
 
@@ -143,7 +145,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 			},
 		},
 	})
-	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, publisher: pub}, nil
+	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, Flow: flow, Tokens: tokens, publisher: pub}, nil
 }
 
 // credential reads the client secret, or the certificate (PEM with its

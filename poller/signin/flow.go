@@ -64,6 +64,8 @@ type FlowOptions struct {
 	RedirectURI string
 	SecretKey   []byte
 	Tokens      *Tokens
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
 }
 
 // Flow runs the authorization-code flow: Start builds the authorize URL and
@@ -78,6 +80,9 @@ func NewFlow(o FlowOptions) (*Flow, error) {
 	s, err := NewSealer(o.SecretKey, cookieLabel)
 	if err != nil {
 		return nil, err
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	return &Flow{o: o, sealer: s}, nil
 }
@@ -108,7 +113,7 @@ func (f *Flow) Start(ctx context.Context, loginHint string) (string, *http.Cooki
 	if err != nil {
 		return "", nil, fmt.Errorf("signin: authorize URL: %w", err)
 	}
-	t := ticket{State: random(), Nonce: random(), Verifier: random() + random()[:11], Expires: time.Now().Add(CookieMaxAge).Unix()}
+	t := ticket{State: random(), Nonce: random(), Verifier: random() + random()[:11], Expires: f.o.Now().Add(CookieMaxAge).Unix()}
 	sum := sha256.Sum256([]byte(t.Verifier))
 	q := u.Query()
 	q.Set("state", t.State)
@@ -160,7 +165,7 @@ func (f *Flow) Finish(ctx context.Context, form url.Values, cookie *http.Cookie)
 	if err := json.Unmarshal(plain, &t); err != nil || t.State == "" || t.Nonce == "" || t.Verifier == "" {
 		return Identity{}, &Error{Failure: FailForged}
 	}
-	if time.Now().Unix() > t.Expires {
+	if f.o.Now().Unix() > t.Expires {
 		return Identity{}, &Error{Failure: FailExpired}
 	}
 	state := form.Get("state")

@@ -236,7 +236,11 @@ func (t *Tokens) authCodeURL(ctx context.Context, clientID, redirectURI, loginHi
 	if loginHint != "" {
 		opts = append(opts, confidential.WithLoginHint(loginHint))
 	}
-	return s.app.AuthCodeURL(ctx, clientID, redirectURI, t.scopes, opts...)
+	// MSAL adds the OpenID Connect scopes to token requests but not to the
+	// authorize URL: ask for them, and for the refresh token, here.
+	scopes := append([]string{}, t.scopes...)
+	scopes = append(scopes, "offline_access", "openid", "profile")
+	return s.app.AuthCodeURL(ctx, clientID, redirectURI, scopes, opts...)
 }
 
 // redeem exchanges a code for tokens with the PKCE verifier, in a slot
