@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -49,11 +50,13 @@ type rig struct {
 	d     *Daemon
 	srv   *httptest.Server
 	logs  *safebuf.Buffer
+	yaml  string            // the configuration, with ${NAME}s
+	env   map[string]string // what they expand to
 }
 
 type rigOptions struct {
 	people   []entratest.Person
-	broker   bool // start the stand-in (integration)
+	broker   bool          // start the stand-in (integration)
 	lifetime time.Duration // access token lifetime (0: 1 h)
 }
 
@@ -96,6 +99,7 @@ service_bus:
   subscriptions: [home]
 `, filepath.Join(t.TempDir(), "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), r.mgmt.URL())
 	env := map[string]string{"SECRET_KEY": secretKey, "API_KEY": apiKey, "CLIENT_SECRET": clientSecret, "SB": sbConn}
+	r.yaml, r.env = yaml, env
 	cfg, err := config.Parse([]byte(yaml), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
@@ -204,4 +208,15 @@ func writeFile(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// freeAddr returns a loopback address nothing listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
