@@ -24,6 +24,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"html/template"
@@ -93,7 +94,6 @@ type Server struct {
 	codes     map[string]*code
 	refreshes map[string]refresh
 	access    map[string]owner
-	revoked   map[presence.UserID]bool
 	secrets   []string
 	tokenReqs map[string]int // by grant type
 }
@@ -108,7 +108,6 @@ func New(o Options) *Server {
 		codes:     make(map[string]*code),
 		refreshes: make(map[string]refresh),
 		access:    make(map[string]owner),
-		revoked:   make(map[presence.UserID]bool),
 		tokenReqs: make(map[string]int),
 	}
 	if s.lifetime <= 0 {
@@ -139,6 +138,13 @@ func (s *Server) Client() *http.Client { return s.srv.Client() }
 // Close stops the fake.
 func (s *Server) Close() { s.srv.Close() }
 
+// CertificatePEM is the fake's TLS certificate (httptest's, shared by every
+// httptest TLS server, so it also trusts the fake Graph and the management
+// fake): a process under test trusts them all with SSL_CERT_FILE.
+func (s *Server) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw})
+}
+
 // AddPerson adds a colleague who can sign in.
 func (s *Server) AddPerson(p Person) {
 	s.mu.Lock()
@@ -152,7 +158,6 @@ func (s *Server) AddPerson(p Person) {
 func (s *Server) Revoke(id presence.UserID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.revoked[id] = true
 	for tok, r := range s.refreshes {
 		if r.person.ObjectID == id {
 			delete(s.refreshes, tok)
@@ -317,7 +322,6 @@ func (s *Server) SignIn(query url.Values, id presence.UserID) (redirectURI strin
 	c := s.mint("code-")
 	s.codes[c] = &code{person: s.people[i], clientID: req.clientID, redirectURI: req.redirectURI, challenge: req.challenge,
 		nonce: req.nonce, scope: req.scope, expires: time.Now().Add(10 * time.Minute)}
-	delete(s.revoked, s.people[i].ObjectID)
 	return req.redirectURI, url.Values{"code": {c}, "state": {req.state}}, nil
 }
 
