@@ -119,10 +119,12 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 		People: len(accounts), Read: int(c.read.Load()), Changes: int(c.changes.Load()), Heartbeats: int(c.heartbeats.Load()),
 		Published: int(c.published.Load()), Pending: int(c.pending.Load()), Failed: int(c.failed.Load()), SignInRequired: int(c.signin.Load()),
 	}
+	level := slog.LevelDebug // a quiet cycle is not news
 	if s.Changes+s.Published+s.Failed+s.SignInRequired > 0 {
-		e.log.Info("refresh cycle", "people", s.People, "read", s.Read, "changes", s.Changes, "heartbeats", s.Heartbeats,
-			"published", s.Published, "pending", s.Pending, "failed", s.Failed, "signin_required", s.SignInRequired)
+		level = slog.LevelInfo
 	}
+	e.log.Log(ctx, level, "refresh cycle", "people", s.People, "read", s.Read, "changes", s.Changes, "heartbeats", s.Heartbeats,
+		"published", s.Published, "pending", s.Pending, "failed", s.Failed, "signin_required", s.SignInRequired)
 	return s, context.Cause(ctx)
 }
 

@@ -58,9 +58,11 @@ type rigOptions struct {
 	people   []entratest.Person
 	broker   bool          // start the stand-in (integration)
 	lifetime time.Duration // access token lifetime (0: 1 h)
+	// transport wraps the transport the poller reaches the fakes with.
+	transport func(http.RoundTripper) http.RoundTripper
 }
 
-func newRig(t *testing.T, o rigOptions) *rig {
+func newRig(t testing.TB, o rigOptions) *rig {
 	t.Helper()
 	r := &rig{logs: &safebuf.Buffer{}}
 	r.entra = entratest.New(entratest.Options{ClientID: clientID, ClientSecret: clientSecret, People: o.people, TokenLifetime: o.lifetime})
@@ -106,7 +108,11 @@ service_bus:
 	}
 	r.cfg = cfg
 	logger := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r.d, err = NewDaemon(DaemonOptions{Config: cfg, Logger: logger, HTTPClient: r.entra.Client()})
+	hc := r.entra.Client()
+	if o.transport != nil {
+		hc = &http.Client{Transport: o.transport(hc.Transport)}
+	}
+	r.d, err = NewDaemon(DaemonOptions{Config: cfg, Logger: logger, HTTPClient: hc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +134,7 @@ func (r *rig) client() *http.Client {
 }
 
 // start begins a sign-in: the authorize URL and the sealed cookie.
-func (r *rig) start(t *testing.T) (string, *http.Cookie) {
+func (r *rig) start(t testing.TB) (string, *http.Cookie) {
 	t.Helper()
 	resp, err := r.client().Get(r.srv.URL + "/auth/start?login_hint=p1@contoso.com")
 	if err != nil {
@@ -151,7 +157,7 @@ func (r *rig) start(t *testing.T) (string, *http.Cookie) {
 }
 
 // end posts the form to /auth/end with the cookie (nil: none).
-func (r *rig) end(t *testing.T, form url.Values, cookie *http.Cookie) (int, string) {
+func (r *rig) end(t testing.TB, form url.Values, cookie *http.Cookie) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, r.srv.URL+"/auth/end", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -168,7 +174,7 @@ func (r *rig) end(t *testing.T, form url.Values, cookie *http.Cookie) (int, stri
 }
 
 // signIn runs a whole sign-in of the person and returns the page.
-func (r *rig) signIn(t *testing.T, id presence.UserID) (int, string) {
+func (r *rig) signIn(t testing.TB, id presence.UserID) (int, string) {
 	t.Helper()
 	loc, cookie := r.start(t)
 	_, form, err := r.entra.SignInURL(loc, id)
@@ -179,7 +185,7 @@ func (r *rig) signIn(t *testing.T, id presence.UserID) (int, string) {
 }
 
 // api calls the API with the key.
-func (r *rig) api(t *testing.T, method, path string) (int, string) {
+func (r *rig) api(t testing.TB, method, path string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), method, r.srv.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+apiKey)
@@ -194,7 +200,7 @@ func (r *rig) api(t *testing.T, method, path string) (int, string) {
 
 // noSecrets fails when any secret the fakes issued, or the configured
 // ones, appears in text.
-func (r *rig) noSecrets(t *testing.T, what, text string) {
+func (r *rig) noSecrets(t testing.TB, what, text string) {
 	t.Helper()
 	for _, s := range append(r.entra.Secrets(), clientSecret, apiKey, manageKey, secretKey) {
 		if strings.Contains(text, s) {
@@ -203,7 +209,7 @@ func (r *rig) noSecrets(t *testing.T, what, text string) {
 	}
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeFile(t testing.TB, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
@@ -211,7 +217,7 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // freeAddr returns a loopback address nothing listens on right now.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
