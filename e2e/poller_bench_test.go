@@ -142,4 +142,3 @@ func seedPoller(b *testing.B, dir string, entra *entratest.Server, g *graphtest.
 		b.Fatalf("seeding cycle %+v %v", s, err)
 	}
 }
-

@@ -174,4 +174,3 @@ func BenchmarkCycle1000(b *testing.B) {
 	b.ReportMetric(perPerson, "heap-B/person")
 	b.ReportMetric(float64(g.Requests("72f988bf-0000-0000-0000-000000000000"))/float64(b.N+1), "graph-requests/op")
 }
-

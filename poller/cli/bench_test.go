@@ -49,7 +49,9 @@ func BenchmarkSignIn(b *testing.B) {
 	}
 	slices.Sort(total)
 	slices.Sort(own)
-	q := func(s []time.Duration, f float64) float64 { return float64(s[int(f*float64(len(s)-1))].Microseconds()) / 1000 }
+	q := func(s []time.Duration, f float64) float64 {
+		return float64(s[int(f*float64(len(s)-1))].Microseconds()) / 1000
+	}
 	b.ReportMetric(q(total, 0.5), "p50-ms")
 	b.ReportMetric(q(total, 0.9), "p90-ms")
 	b.ReportMetric(q(own, 0.5), "own-p50-ms")
@@ -74,4 +76,3 @@ func signInOnce(b *testing.B, r *rig, id presence.UserID) time.Duration {
 	}
 	return startTook + time.Since(began)
 }
-
