@@ -83,16 +83,3 @@ func (t *tenant) block(until time.Time) {
 		t.blocked = until
 	}
 }
-
-// inWindow counts the requests started in the window ending at now (tests).
-func (t *tenant) inWindow(now time.Time) int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, s := range t.sent {
-		if now.UnixNano()-s < int64(t.window) {
-			n++
-		}
-	}
-	return n
-}
