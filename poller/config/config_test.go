@@ -193,3 +193,10 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleFile: the example the docs point at is valid.
+func TestExampleFile(t *testing.T) {
+	if _, err := Load("../../presence-poller.example.yaml", testEnv); err != nil {
+		t.Fatal(err)
+	}
+}
