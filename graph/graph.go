@@ -46,7 +46,7 @@ const (
 	// DefaultWindow is the span the budget counts over.
 	DefaultWindow = 30 * time.Second
 	// DefaultConcurrency is how many requests per tenant may be in flight.
-	DefaultConcurrency = 32
+	DefaultConcurrency = 64
 	// DefaultEndpoint is Microsoft Graph.
 	DefaultEndpoint = "https://graph.microsoft.com"
 )
