@@ -244,6 +244,7 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "store unavailable"})
 	default:
+		s.o.Tokens.Forget(id)
 		s.log.Info("account removed", "user", id)
 		writeJSON(w, http.StatusOK, map[string]string{"removed": string(id)})
 	}

@@ -70,6 +70,11 @@ type Tokens struct {
 	sealer *Sealer
 	store  CacheStore
 	scopes []string
+
+	// accounts memoises MSAL's account of each person (a few short
+	// strings), saving a second decode of the cache on every acquisition.
+	mu       sync.Mutex
+	accounts map[presence.UserID]confidential.Account
 }
 
 var _ poller.TokenSource = (*Tokens)(nil)
@@ -140,7 +145,7 @@ func NewTokens(o TokensOptions) (*Tokens, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signin: credential: %w", err)
 	}
-	t := &Tokens{pool: make(chan *slot, n), sealer: sealer, store: o.Store, scopes: o.Scopes}
+	t := &Tokens{pool: make(chan *slot, n), sealer: sealer, store: o.Store, scopes: o.Scopes, accounts: map[presence.UserID]confidential.Account{}}
 	for range n {
 		acc := &accessor{}
 		opts := []confidential.Option{confidential.WithCache(acc), confidential.WithInstanceDiscovery(o.InstanceDiscovery)}
@@ -197,12 +202,19 @@ func (t *Tokens) Token(ctx context.Context, a poller.Account) (string, error) {
 	}
 	defer t.give(s)
 	s.acc.bind(plain)
-	acct, err := s.app.Account(ctx, a.HomeAccountID)
-	if err != nil {
-		return "", fmt.Errorf("signin: account: %w", err)
-	}
-	if acct.HomeAccountID == "" {
-		return "", poller.ErrSignInRequired
+	t.mu.Lock()
+	acct, known := t.accounts[a.UserID]
+	t.mu.Unlock()
+	if !known || acct.HomeAccountID != a.HomeAccountID {
+		if acct, err = s.app.Account(ctx, a.HomeAccountID); err != nil {
+			return "", fmt.Errorf("signin: account: %w", err)
+		}
+		if acct.HomeAccountID == "" {
+			return "", poller.ErrSignInRequired
+		}
+		t.mu.Lock()
+		t.accounts[a.UserID] = acct
+		t.mu.Unlock()
 	}
 	res, err := s.app.AcquireTokenSilent(ctx, t.scopes, confidential.WithSilentAccount(acct))
 	if err != nil {
@@ -214,6 +226,13 @@ func (t *Tokens) Token(ctx context.Context, a poller.Account) (string, error) {
 		}
 	}
 	return res.AccessToken, nil
+}
+
+// Forget drops what Tokens remembers of a person (accounts remove).
+func (t *Tokens) Forget(id presence.UserID) {
+	t.mu.Lock()
+	delete(t.accounts, id)
+	t.mu.Unlock()
 }
 
 // SaveCache seals and stores a cache made by a sign-in.
