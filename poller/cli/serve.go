@@ -13,8 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
-
 	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/poller/boltstore"
@@ -148,8 +146,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, Flow: flow, Tokens: tokens, publisher: pub}, nil
 }
 
-// credential reads the client secret, or the certificate (PEM with its
-// key; a PFX file is refused with a hint to convert it).
+// credential reads the client secret, or the certificate (PEM or PFX).
 func credential(e config.Entra) (signin.Credential, error) {
 	if e.ClientSecret != "" {
 		return signin.Credential{Secret: e.ClientSecret.Value()}, nil
@@ -158,9 +155,9 @@ func credential(e config.Entra) (signin.Credential, error) {
 	if err != nil {
 		return signin.Credential{}, fmt.Errorf("entra.certificate_file: %w", err)
 	}
-	certs, key, err := confidential.CertFromPEM(data, e.CertificatePassword.Value())
+	certs, key, err := signin.LoadCertificate(data, e.CertificatePassword.Value())
 	if err != nil {
-		return signin.Credential{}, fmt.Errorf("entra.certificate_file: not a PEM certificate with its private key (%v); convert a PFX with: openssl pkcs12 -in cert.pfx -out cert.pem -nodes", err)
+		return signin.Credential{}, fmt.Errorf("entra.certificate_file: %w", err)
 	}
 	return signin.Credential{Certs: certs, Key: key}, nil
 }
