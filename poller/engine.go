@@ -98,21 +98,24 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 	var c counters
 	var wg sync.WaitGroup
 	for _, people := range byTenant {
-		// Each tenant has its own workers: a tenant that is throttled or
-		// slow never holds up another's reads.
-		sem := make(chan struct{}, e.o.Concurrency)
-		for _, a := range people {
-			select {
-			case <-ctx.Done():
-			case sem <- struct{}{}:
-				wg.Go(func() {
+		// Each tenant has its own dispatcher and workers: a tenant that is
+		// throttled or slow never holds up another's reads.
+		wg.Go(func() {
+			var tw sync.WaitGroup
+			defer tw.Wait()
+			sem := make(chan struct{}, e.o.Concurrency)
+			for _, a := range people {
+				select {
+				case <-ctx.Done():
+					return
+				case sem <- struct{}{}:
+				}
+				tw.Go(func() {
 					defer func() { <-sem }()
-					e.refresh(ctx, a, false, &c)
+					_ = e.refresh(ctx, a, false, &c)
 				})
-				continue
 			}
-			break
-		}
+		})
 	}
 	wg.Wait()
 	s := Summary{

@@ -290,3 +290,31 @@ func TestOnboarderPicksFewestTopics(t *testing.T) {
 		t.Errorf("returning person moved to %s", got.Namespace)
 	}
 }
+
+// TestSlowTenantDoesNotHoldOthers: while every read of a tenant of 100
+// people hangs (throttled, slow), the person of another tenant is read.
+func TestSlowTenantDoesNotHoldOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRig(t)
+		r.eng = poller.New(poller.Options{Store: r.store, Reader: r.graph, Publisher: r.pub, Tokens: r.tok, Concurrency: 4})
+		for i := range 100 {
+			id := presence.UserID(fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i))
+			_ = r.store.PutAccount(t.Context(), poller.Account{UserID: id, TenantID: "slow", Topic: string(id), State: poller.StateActive})
+			r.graph.set(update(id, presence.AvailabilityBusy, presence.ActivityBusy, 1))
+		}
+		_ = r.store.PutAccount(t.Context(), poller.Account{UserID: alex, TenantID: tenant, Topic: string(alex), State: poller.StateActive})
+		r.graph.set(update(alex, presence.AvailabilityAway, presence.ActivityAway, 1))
+		r.graph.block, r.graph.blockTenant = make(chan struct{}), "slow"
+		done := make(chan struct{})
+		go func() {
+			_, _ = r.eng.Cycle(t.Context())
+			close(done)
+		}()
+		synctest.Wait()
+		if !r.graph.wasRead(alex) {
+			t.Error("the other tenant's person waited for the slow tenant")
+		}
+		close(r.graph.block)
+		<-done
+	})
+}

@@ -137,6 +137,9 @@ type reader struct {
 	now   map[presence.UserID]presence.Update
 	reads int
 	block chan struct{} // when set, reads wait on it
+	// blockTenant limits block to one tenant's reads.
+	blockTenant string
+	readBy      map[presence.UserID]bool
 }
 
 func (r *reader) set(u presence.Update) {
@@ -151,8 +154,15 @@ func (r *reader) set(u presence.Update) {
 func (r *reader) Me(ctx context.Context, tenant, token string) (presence.Update, error) {
 	r.mu.Lock()
 	block := r.block
+	if r.blockTenant != "" && tenant != r.blockTenant {
+		block = nil
+	}
 	r.reads++
 	u, ok := r.now[presence.UserID(token)]
+	if r.readBy == nil {
+		r.readBy = map[presence.UserID]bool{}
+	}
+	r.readBy[presence.UserID(token)] = true
 	r.mu.Unlock()
 	if block != nil {
 		select {
@@ -245,4 +255,10 @@ func (t *topics) CountTopics(context.Context) (int, error) { return t.n, nil }
 func (t *topics) Provision(context.Context, string, []string, bool) (servicebus.Provisioned, error) {
 	t.n++
 	return servicebus.Provisioned{CreatedTopic: true}, nil
+}
+
+func (r *reader) wasRead(id presence.UserID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.readBy[id]
 }
