@@ -226,3 +226,6 @@ func freeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// mgmtDown makes the management API unreachable.
+func (r *rig) mgmtDown() { r.mgmt.Close() }

@@ -340,6 +340,14 @@ func TestAPI(t *testing.T) {
 	if _, err := r.d.Store.Account(t.Context(), p.ObjectID); !errors.Is(err, poller.ErrNotFound) {
 		t.Error("account survived removal")
 	}
+	if status, body := r.api(t, http.MethodGet, "/healthz"); status != http.StatusOK || !strings.Contains(body, `"service_bus":"ok"`) || !strings.Contains(body, `"store":"ok"`) {
+		t.Errorf("healthz %d %s", status, body)
+	}
+	r.sb.Kill() // the management API still answers; the store too
+	r.mgmtDown()
+	if status, body := r.api(t, http.MethodGet, "/healthz"); status != http.StatusServiceUnavailable || !strings.Contains(body, `"service_bus":"unreachable"`) {
+		t.Errorf("healthz with Service Bus unreachable: %d %s", status, body)
+	}
 	if resp, err := http.Post(r.srv.URL+"/notifications", "text/plain", nil); err != nil || resp.StatusCode != http.StatusNotImplemented {
 		t.Errorf("/notifications: %v", err)
 	}

@@ -88,6 +88,9 @@ func NewManagement(tb interface {
 	return m
 }
 
+// Close stops the fake early (an outage); the test's end stops it anyway.
+func (m *Management) Close() { m.srv.Close() }
+
 // URL is the admin endpoint to configure (service_bus.namespaces[].admin_endpoint).
 func (m *Management) URL() string { return m.srv.URL }
 
