@@ -172,10 +172,13 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 	}
 	u, err := e.o.Reader.Me(ctx, a.TenantID, tok)
 	if err != nil {
-		if !errors.Is(err, graph.ErrThrottled) || ctx.Err() == nil {
-			c.failed.Add(1)
+		if ctx.Err() != nil {
+			return err // stopping, not failing
 		}
-		if ctx.Err() == nil {
+		c.failed.Add(1)
+		if errors.Is(err, graph.ErrThrottled) {
+			log.Debug("presence not read: the tenant is throttled", "err", err)
+		} else {
 			log.Warn("presence not read", "err", err)
 		}
 		return err

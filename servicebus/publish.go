@@ -179,6 +179,15 @@ func (p *Publisher) sweepLocked(now time.Time) {
 	}
 }
 
+// CloseIdle closes the senders idle for longer than IdleAfter; serve calls
+// it after each cycle, so that quiet topics do not keep links open until the
+// next publish.
+func (p *Publisher) CloseIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sweepLocked(time.Now())
+}
+
 // Senders counts the cached senders (tests, health).
 func (p *Publisher) Senders() int {
 	p.mu.Lock()

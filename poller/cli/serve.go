@@ -236,6 +236,7 @@ func (d *Daemon) loop(ctx context.Context) {
 			d.log.Warn("refresh cycle cut short", "err", err)
 		}
 		cancel()
+		d.publisher.CloseIdle()
 		t.Reset(max(interval-time.Since(began), 0))
 	}
 }

@@ -2,11 +2,16 @@ package signin
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/presence-bridge/presence-bridge/poller"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 var key = bytes.Repeat([]byte{7}, 32)
@@ -57,4 +62,32 @@ func FuzzSealedCookie(f *testing.F) {
 			t.Fatal("a fuzzed cookie was accepted")
 		}
 	})
+}
+
+// TestCacheUnderAnotherKey: a cache sealed with another secret_key means
+// sign-in required, not an error every cycle.
+func TestCacheUnderAnotherKey(t *testing.T) {
+	store := &memCaches{m: map[string][]byte{}}
+	other, _ := NewSealer(bytes.Repeat([]byte{9}, 32), cacheLabel)
+	store.m["6f1c2a3b-1111-2222-3333-444455556666"] = other.Seal([]byte("{}"), aad("6f1c2a3b-1111-2222-3333-444455556666"))
+	tk, err := NewTokens(TokensOptions{Authority: "https://127.0.0.1:1/organizations", ClientID: "c", Credential: Credential{Secret: "s"},
+		SecretKey: key, Store: store, Clients: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tk.Token(t.Context(), poller.Account{UserID: "6f1c2a3b-1111-2222-3333-444455556666"})
+	if !errors.Is(err, poller.ErrSignInRequired) {
+		t.Fatalf("got %v, want ErrSignInRequired", err)
+	}
+}
+
+type memCaches struct{ m map[string][]byte }
+
+func (s *memCaches) TokenCache(_ context.Context, id presence.UserID) ([]byte, error) {
+	return s.m[string(id)], nil
+}
+
+func (s *memCaches) PutTokenCache(_ context.Context, id presence.UserID, b []byte) error {
+	s.m[string(id)] = b
+	return nil
 }

@@ -194,7 +194,9 @@ func (t *Tokens) Token(ctx context.Context, a poller.Account) (string, error) {
 	}
 	plain, err := t.sealer.Open(sealed, aad(a.UserID))
 	if err != nil {
-		return "", fmt.Errorf("signin: token cache of %s: %w", a.UserID, err)
+		// Sealed with another secret_key (or damaged): only a new sign-in
+		// makes a cache this poller can read.
+		return "", fmt.Errorf("%w: the stored token cache cannot be opened (was secret_key changed?)", poller.ErrSignInRequired)
 	}
 	s, err := t.take(ctx)
 	if err != nil {
