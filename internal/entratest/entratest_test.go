@@ -93,4 +93,3 @@ func TestSignInRefusesABadRequest(t *testing.T) {
 		t.Errorf("cancel: %v %v", form, err)
 	}
 }
-
