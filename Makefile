@@ -4,11 +4,14 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/presence-bridge
+POLLER   := bin/presence-poller
 
 .PHONY: build test test-short bench lint demo cross images clean
 
+# Both programs: the home bridge and the cloud poller.
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/presence-bridge
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(POLLER) ./cmd/presence-poller
 
 # Every test, the integration ones (real mosquitto, the Service Bus stand-in) included.
 test:
@@ -33,7 +36,8 @@ lint:
 demo:
 	$(GO) run ./cmd/presence-bridge demo
 
-# Static binaries for the three image platforms.
+# Static binaries of the bridge for the three image platforms (the poller
+# runs in the cloud: make build, or go build ./cmd/presence-poller).
 cross:
 	@for p in linux/amd64 linux/arm64 linux/arm/v7; do \
 		os=$${p%%/*}; rest=$${p#*/}; arch=$${rest%%/*}; arm=""; \

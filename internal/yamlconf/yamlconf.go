@@ -38,7 +38,7 @@ func Decode(data []byte, lookupEnv func(string) (string, bool), dst any) error {
 	}
 	root := doc.Content[0]
 	var p Problems
-	w := walker{lookupEnv: lookupEnv, p: &p}
+	w := walker{lookupEnv: lookupEnv, p: &p, expanded: map[*yaml.Node]bool{}}
 	w.walk(root, rv.Elem().Type(), "")
 	if err := p.Err(); err != nil {
 		return err
@@ -81,6 +81,9 @@ var (
 type walker struct {
 	lookupEnv func(string) (string, bool)
 	p         *Problems
+	// expanded marks scalars that came from ${NAME}: they may be secrets,
+	// so an error never quotes them.
+	expanded map[*yaml.Node]bool
 }
 
 // expand replaces ${NAME} in a scalar and fixes its tag for the field type
@@ -90,6 +93,7 @@ func (w walker) expand(n *yaml.Node, t reflect.Type, path string) {
 	if w.lookupEnv == nil || n.Kind != yaml.ScalarNode || !strings.Contains(n.Value, "${") {
 		return
 	}
+	w.expanded[n] = true
 	n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
 		name := ref[2 : len(ref)-1]
 		v, ok := w.lookupEnv(name)
@@ -130,7 +134,7 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		}
 	case t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(unmarshaler):
 		if n.Kind != yaml.MappingNode {
-			w.p.Add(path, "want a mapping of keys, got %s", describe(n))
+			w.p.Add(path, "want a mapping of keys, got %s", w.describe(n))
 			return
 		}
 		seen := map[string]bool{}
@@ -150,7 +154,7 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		}
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			w.p.Add(path, "want a list, got %s", describe(n))
+			w.p.Add(path, "want a list, got %s", w.describe(n))
 			return
 		}
 		for i, c := range n.Content {
@@ -158,17 +162,24 @@ func (w walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		}
 	case t.Kind() == reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			w.p.Add(path, "want text, got %s", describe(n))
+			w.p.Add(path, "want text, got %s", w.describe(n))
 		}
 	case t.Kind() == reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
-			w.p.Add(path, "want true or false, got %s", describe(n))
+			w.p.Add(path, "want true or false, got %s", w.describe(n))
 		}
 	case t.Kind() == reflect.Int:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
-			w.p.Add(path, "want a whole number, got %s", describe(n))
+			w.p.Add(path, "want a whole number, got %s", w.describe(n))
 		}
 	}
+}
+
+func (w walker) describe(n *yaml.Node) string {
+	if w.expanded[n] {
+		return "the value of an environment variable (not shown)"
+	}
+	return describe(n)
 }
 
 func describe(n *yaml.Node) string {

@@ -11,6 +11,13 @@ update-disposition and peek-message, lock expiry, max delivery count and
 auto-forwarding. Entities are declared on the command line; an unknown entity
 is refused on attach with amqp:not-found, the way Service Bus does.
 
+Entities, SAS rules of one entity and duplicate detection can also be added
+at run time through a control link: a sender on the address "$sbtest/control"
+whose messages carry one JSON command each (see Broker.control); the
+management API fake in sbtest drives it, so that a topic created through
+the ATOM API exists on the AMQP side too. A topic with duplicate detection
+drops a message whose message-id it has seen within its window.
+
 With --journal the state survives a kill -9: every change is appended to the
 journal (written through to the OS) and replayed on start; locks are not kept.
 
@@ -139,11 +146,17 @@ class Broker(Handler):
         self.tokens = {}  # lock token bytes -> locked Rec
         self.expiry = []  # heap of (locked_until, token)
         self.keys = {}
+        self.entity_keys = {}  # entity (lower case) -> {key name: (key, rights)}
+        self.dedupe = {}  # topic -> [window_ms, {message id: ms}]
         self.port = args.port
         for spec in args.key or []:
-            parts = spec.split("=", 2)
-            rights = tuple(parts[2].split(",")) if len(parts) > 2 else ALL_RIGHTS
-            self.keys[parts[0]] = (parts[1], rights)
+            # NAME=KEY[=RIGHTS]; a base64 key may itself end in "=".
+            name, _, rest = spec.partition("=")
+            key, rights = rest, ALL_RIGHTS
+            head, _, tail = rest.rpartition("=")
+            if head and tail and all(r in ALL_RIGHTS for r in tail.split(",")):
+                key, rights = head, tuple(tail.split(","))
+            self.keys[name] = (key, rights)
         for q in args.queue or []:
             self.add_entity(q)
         for s in args.subscription or []:
@@ -182,6 +195,13 @@ class Broker(Handler):
                     e = json.loads(line)
                 except ValueError:
                     continue  # a torn last line after a kill
+                if e["o"] == "x":
+                    self.control(e["c"], journal=False)
+                    continue
+                if e["o"] == "m":
+                    if e["p"] in self.dedupe:
+                        self.dedupe[e["p"]][1][e["id"]] = e["t"]
+                    continue
                 ent = self.entities.get(e["p"])
                 if ent is None:
                     continue
@@ -195,6 +215,57 @@ class Broker(Handler):
                     ent.recs[e["s"]].count = e["c"]
         for ent in self.entities.values():
             ent.available = sorted(ent.recs)
+
+    # run-time control (the management API fake)
+
+    def control(self, cmd, journal=True):
+        """Applies one command: topic, subscription, rules, drop_topic."""
+        op = cmd["op"]
+        if op == "topic":
+            self.topics.setdefault(cmd["name"], [])
+            if cmd.get("dedupe_ms"):
+                self.dedupe.setdefault(cmd["name"], [cmd["dedupe_ms"], {}])[0] = cmd["dedupe_ms"]
+            else:
+                self.dedupe.pop(cmd["name"], None)
+        elif op == "subscription":
+            path = "%s/Subscriptions/%s" % (cmd["topic"], cmd["name"])
+            if cmd["topic"] not in self.topics:
+                raise ValueError("no topic %s" % cmd["topic"])
+            if path not in self.entities:
+                self.topics[cmd["topic"]].append(self.add_entity(path))
+        elif op == "rules":
+            rules = {}
+            for r in cmd["rules"]:  # a rule may come twice: primary and secondary key
+                rules.setdefault(r["name"], []).append((r["key"], tuple(r["rights"])))
+            self.entity_keys[cmd["entity"].lower()] = rules
+        elif op == "drop_topic":
+            for ent in self.topics.pop(cmd["name"], []):
+                self.entities.pop(ent.path, None)
+                self.entities.pop(ent.dlq.path, None)
+            self.dedupe.pop(cmd["name"], None)
+            self.entity_keys.pop(cmd["name"].lower(), None)
+        else:
+            raise ValueError("unknown op %r" % op)
+        if journal:
+            self.journal({"o": "x", "c": cmd})
+
+    def duplicate(self, topic, raw):
+        """True when topic detects duplicates and has seen raw's message-id."""
+        d = self.dedupe.get(topic)
+        if d is None:
+            return False
+        msg = Message()
+        msg.decode(raw)
+        if msg.id is None:
+            return False
+        mid = str(msg.id)
+        t = now_ms()
+        seen = d[1].get(mid)
+        if seen is not None and t - seen < d[0]:
+            return True
+        d[1][mid] = t
+        self.journal({"o": "m", "p": topic, "id": mid, "t": t})
+        return False
 
     # locks
 
@@ -262,6 +333,8 @@ class Broker(Handler):
         err = None
         if addr == "$cbs":
             link.kind = "cbs"
+        elif addr == "$sbtest/control" and not link.is_sender:
+            link.kind = "control"
         elif addr and addr.endswith("/$management"):
             entity = addr[:-len("/$management")]
             if entity not in self.entities and entity not in self.topics:
@@ -389,7 +462,27 @@ class Broker(Handler):
                 code, desc, body = self.management(link.entity, req)
             self.reply(link.connection, req, code, desc, body)
             return
+        if kind == "control":
+            req = Message()
+            req.decode(raw)
+            try:
+                body = req.body
+                if isinstance(body, (bytes, memoryview)):
+                    body = bytes(body).decode("utf-8")
+                self.control(json.loads(body))
+            except Exception as exc:  # the test sent a bad command: tell it
+                d.local.condition = Condition("amqp:invalid-field", "control: %s" % exc)
+                d.update(Delivery.REJECTED)
+                d.settle()
+                return
+            d.update(Delivery.ACCEPTED)
+            d.settle()
+            return
         if kind == "topic":
+            if self.duplicate(link.entity, raw):
+                d.update(Delivery.ACCEPTED)
+                d.settle()
+                return
             for ent in self.topics[link.entity]:
                 self.dispatch(ent.enqueue(raw))
         elif kind == "queue":
@@ -428,14 +521,24 @@ class Broker(Handler):
         if not isinstance(token, str) or not token.startswith(prefix):
             return None
         fields = dict(p.split("=", 1) for p in token[len(prefix):].split("&") if "=" in p)
-        key = self.keys.get(fields.get("skn"))
-        if key is None or "sr" not in fields or "se" not in fields or "sig" not in fields:
+        candidates = []
+        if fields.get("skn") in self.keys:
+            candidates.append(self.keys[fields["skn"]])
+        elif "sr" in fields:
+            # A key of one entity signs resources of that entity only.
+            sr_path = urllib.parse.urlparse(urllib.parse.unquote(fields["sr"])).path.strip("/").lower()
+            aud_path = urllib.parse.urlparse(audience).path.strip("/").lower()
+            top = sr_path.split("/")[0]
+            if aud_path == top or aud_path.startswith(top + "/"):
+                candidates = self.entity_keys.get(top, {}).get(fields.get("skn"), [])
+        if not candidates or "sr" not in fields or "se" not in fields or "sig" not in fields:
             return None
-        want = base64.b64encode(hmac.new(key[0].encode(), (fields["sr"] + "\n" + fields["se"]).encode(),
-                                         hashlib.sha256).digest()).decode()
-        if not hmac.compare_digest(want, urllib.parse.unquote(fields["sig"])):
-            return None
-        return key[1]
+        for key in candidates:
+            want = base64.b64encode(hmac.new(key[0].encode(), (fields["sr"] + "\n" + fields["se"]).encode(),
+                                             hashlib.sha256).digest()).decode()
+            if hmac.compare_digest(want, urllib.parse.unquote(fields["sig"])):
+                return key[1]
+        return None
 
     # $management
 

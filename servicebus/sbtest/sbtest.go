@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+	"github.com/Azure/go-amqp"
 )
 
 //go:embed broker.py
@@ -79,6 +80,10 @@ type Broker struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	client *azservicebus.Client
+
+	ctlMu   sync.Mutex
+	ctlConn *amqp.Conn
+	ctl     *amqp.Sender
 }
 
 // Available reports whether the stand-in can run here; when it cannot, the
@@ -125,6 +130,7 @@ func Start(tb testing.TB, opts Options) *Broker {
 		client := b.client
 		b.client = nil
 		b.mu.Unlock()
+		b.closeControl()
 		if client != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = client.Close(ctx)
@@ -261,6 +267,7 @@ func (b *Broker) ConnectionStringWithKey(name, key string) string {
 // Kill stops the broker at once (SIGKILL), as a crash would. Messages stay
 // in its journal.
 func (b *Broker) Kill() {
+	b.closeControl()
 	b.mu.Lock()
 	cmd, exited := b.cmd, b.exited
 	b.cmd = nil

@@ -1,0 +1,245 @@
+// Package graphtest is a fake Microsoft Graph presence API over TLS, for
+// tests and the demo: presence set per person at run time (each change gets
+// a higher sequenceNumber), an answer latency, scripted 429/503 replies with
+// Retry-After, and request counts per tenant.
+//
+// Who a bearer token belongs to is the caller's business: Options.Authorize
+// maps a token to a person and tenant (internal/entratest's
+// Server.AccessTokenOwner does that for the tokens it issued).
+package graphtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/presence-bridge/presence-bridge/presence"
+)
+
+// Presence is what the fake answers for one person.
+type Presence struct {
+	Availability  string // as Graph spells it ("Busy"); any text, to test odd values
+	Activity      string
+	StatusMessage string
+	OutOfOffice   bool
+}
+
+// Options configure a Server.
+type Options struct {
+	// Authorize maps a bearer token to its person and tenant; false answers
+	// 401. Nil accepts a token of the form "<objectId>.<tenantId>".
+	Authorize func(token string) (user presence.UserID, tenant string, ok bool)
+	// Latency delays every answer.
+	Latency time.Duration
+}
+
+type throttle struct {
+	n          int
+	status     int
+	retryAfter time.Duration
+}
+
+type person struct {
+	p   Presence
+	seq string
+}
+
+// Server is a running fake.
+type Server struct {
+	srv       *httptest.Server
+	authorize func(string) (presence.UserID, string, bool)
+
+	mu        sync.Mutex
+	latency   time.Duration
+	people    map[presence.UserID]*person
+	seq       int64
+	throttles map[string]*throttle // by tenant
+	requests  map[string]int       // by tenant
+	total     int
+}
+
+// New starts a fake on a loopback port with a self-signed certificate;
+// Client trusts it. Close stops it.
+func New(o Options) *Server {
+	s := &Server{
+		authorize: o.Authorize,
+		latency:   o.Latency,
+		people:    make(map[presence.UserID]*person),
+		seq:       638680000000000000,
+		throttles: make(map[string]*throttle),
+		requests:  make(map[string]int),
+	}
+	if s.authorize == nil {
+		s.authorize = func(tok string) (presence.UserID, string, bool) {
+			oid, tid, ok := strings.Cut(tok, ".")
+			id, err := presence.ParseUserID(oid)
+			return id, tid, ok && err == nil
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1.0/me/presence", s.me)
+	mux.HandleFunc("GET /v1.0/users/{id}/presence", s.user)
+	mux.HandleFunc("POST /v1.0/communications/getPresencesByUserId", s.batch)
+	s.srv = httptest.NewTLSServer(mux)
+	return s
+}
+
+// URL is the endpoint to configure (graph.endpoint).
+func (s *Server) URL() string { return s.srv.URL }
+
+// Client is an HTTP client that trusts the fake's certificate.
+func (s *Server) Client() *http.Client { return s.srv.Client() }
+
+// Close stops the fake.
+func (s *Server) Close() { s.srv.Close() }
+
+// SetPresence changes a person's presence; it gets the next sequenceNumber.
+func (s *Server) SetPresence(id presence.UserID, p Presence) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	s.people[presence.CanonicalUserID(string(id))] = &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+}
+
+// SetLatency changes the answer latency.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	s.latency = d
+	s.mu.Unlock()
+}
+
+// Throttle makes the next n requests of tenant answer status (429 or 503)
+// with Retry-After in whole seconds (none when retryAfter is 0).
+func (s *Server) Throttle(tenant string, n, status int, retryAfter time.Duration) {
+	s.mu.Lock()
+	s.throttles[strings.ToLower(tenant)] = &throttle{n: n, status: status, retryAfter: retryAfter}
+	s.mu.Unlock()
+}
+
+// Requests counts the requests made for tenant (throttled ones included).
+func (s *Server) Requests(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests[strings.ToLower(tenant)]
+}
+
+// Total counts every request, unauthorised ones included.
+func (s *Server) Total() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
+
+// begin authenticates a request and applies latency and throttling; it
+// returns false when it has answered already.
+func (s *Server) begin(w http.ResponseWriter, r *http.Request) (presence.UserID, string, bool) {
+	s.mu.Lock()
+	s.total++
+	latency := s.latency
+	s.mu.Unlock()
+	if latency > 0 {
+		select {
+		case <-time.After(latency):
+		case <-r.Context().Done():
+			return "", "", false
+		}
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	user, tenant, valid := s.authorize(tok)
+	if !ok || !valid {
+		writeError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Access token validation failure.")
+		return "", "", false
+	}
+	key := strings.ToLower(tenant)
+	s.mu.Lock()
+	s.requests[key]++
+	th := s.throttles[key]
+	if th != nil && th.n > 0 {
+		th.n--
+		s.mu.Unlock()
+		if th.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int((th.retryAfter+time.Second-1)/time.Second)))
+		}
+		writeError(w, th.status, "TooManyRequests", "Too many requests.")
+		return "", "", false
+	}
+	s.mu.Unlock()
+	return user, tenant, true
+}
+
+func (s *Server) me(w http.ResponseWriter, r *http.Request) {
+	user, _, ok := s.begin(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, s.render(user))
+}
+
+func (s *Server) user(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := s.begin(w, r); !ok {
+		return
+	}
+	id, err := presence.ParseUserID(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "Invalid user id.")
+		return
+	}
+	writeJSON(w, s.render(id))
+}
+
+func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := s.begin(w, r); !ok {
+		return
+	}
+	var req struct {
+		IDs []string `json:"ids"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || len(req.IDs) == 0 || len(req.IDs) > 650 {
+		writeError(w, http.StatusBadRequest, "BadRequest", "Expected 1 to 650 ids.")
+		return
+	}
+	out := struct {
+		Value []map[string]any `json:"value"`
+	}{}
+	for _, raw := range req.IDs {
+		if id, err := presence.ParseUserID(raw); err == nil {
+			out.Value = append(out.Value, s.render(id))
+		}
+	}
+	writeJSON(w, out)
+}
+
+func (s *Server) render(id presence.UserID) map[string]any {
+	s.mu.Lock()
+	p := s.people[id]
+	s.mu.Unlock()
+	if p == nil {
+		return map[string]any{"id": string(id), "availability": "PresenceUnknown", "activity": "PresenceUnknown"}
+	}
+	return map[string]any{
+		"@odata.context":      "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.presence",
+		"id":                  string(id),
+		"availability":        p.p.Availability,
+		"activity":            p.p.Activity,
+		"sequenceNumber":      p.seq,
+		"statusMessage":       map[string]any{"message": map[string]any{"content": p.p.StatusMessage, "contentType": "text"}},
+		"outOfOfficeSettings": map[string]any{"isOutOfOffice": p.p.OutOfOffice, "message": nil},
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`, code, msg)
+}

@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/presence-bridge/presence-bridge/poller"
+	"github.com/presence-bridge/presence-bridge/poller/boltstore"
+	"github.com/presence-bridge/presence-bridge/poller/config"
+	"github.com/presence-bridge/presence-bridge/presence"
+)
+
+// configFlag registers -config and returns a loader for the file it names.
+func configFlag(fs *flag.FlagSet, env Env) func() (*config.Config, string, error) {
+	path := fs.String("config", "", "configuration file (default $"+ConfigEnv+" or "+DefaultConfigPath+")")
+	return func() (*config.Config, string, error) {
+		p := or(*path, or(env.getenv(ConfigEnv), DefaultConfigPath))
+		cfg, err := config.Load(p, env.LookupEnv)
+		return cfg, p, err
+	}
+}
+
+func runCheckConfig(args []string, env Env) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	load := configFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	cfg, path, err := load()
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+		return ExitFailure
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: print configuration: %v\n", err)
+		return ExitFailure
+	}
+	fmt.Fprintf(env.Stdout, "# %s is valid; effective configuration, secrets redacted:\n%s", path, out)
+	for _, u := range cfg.Unimplemented() {
+		fmt.Fprintf(env.Stdout, "# not in this version: %s\n", u)
+	}
+	return ExitOK
+}
+
+// storeWait is how long accounts waits for the store before asking the
+// running serve instead.
+const storeWait = 300 * time.Millisecond
+
+func runAccounts(ctx context.Context, args []string, env Env) int {
+	if len(args) > 0 && args[0] == "add" {
+		fmt.Fprintln(env.Stderr, "presence-poller: accounts add (people of app-only tenants) is not in this version")
+		return ExitUsage
+	}
+	remove := len(args) > 0 && args[0] == "remove"
+	if remove {
+		args = args[1:]
+	}
+	fs := flag.NewFlagSet("accounts", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	load := configFlag(fs, env)
+	asJSON := fs.Bool("json", false, "print a JSON array")
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	var target presence.UserID
+	if remove {
+		if fs.NArg() != 1 {
+			fmt.Fprintln(env.Stderr, "usage: presence-poller accounts remove [-config FILE] <objectId>")
+			return ExitUsage
+		}
+		id, err := presence.ParseUserID(fs.Arg(0))
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "presence-poller: %v (give the person's object id)\n", err)
+			return ExitUsage
+		}
+		target = id
+	} else if fs.NArg() != 0 {
+		fmt.Fprintf(env.Stderr, "presence-poller: unexpected %q\n", fs.Arg(0))
+		return ExitUsage
+	}
+	cfg, _, err := load()
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+		return ExitUsage
+	}
+	var list []poller.AccountView
+	store, err := boltstore.Open(cfg.DataDir, storeWait)
+	switch {
+	case errors.Is(err, boltstore.ErrLocked):
+		// serve holds the store: go through its API.
+		list, err = viaAPI(ctx, cfg, target, remove)
+	case err != nil:
+	default:
+		if remove {
+			err = store.DeleteAccount(ctx, target)
+		} else {
+			list, err = poller.ListAccounts(ctx, store)
+		}
+		store.Close()
+	}
+	if errors.Is(err, poller.ErrNotFound) {
+		fmt.Fprintf(env.Stderr, "presence-poller: no person %s\n", target)
+		return ExitFailure
+	}
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: accounts: %v\n", err)
+		return ExitFailure
+	}
+	if remove {
+		fmt.Fprintf(env.Stdout, "removed %s (their topic is left in place)\n", target)
+		return ExitOK
+	}
+	if *asJSON {
+		if list == nil {
+			list = []poller.AccountView{}
+		}
+		b, _ := json.MarshalIndent(list, "", "  ")
+		fmt.Fprintf(env.Stdout, "%s\n", b)
+		return ExitOK
+	}
+	printAccounts(env.Stdout, list)
+	return ExitOK
+}
+
+func printAccounts(w io.Writer, list []poller.AccountView) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	for _, a := range list {
+		last := "-"
+		if a.LastChange != nil {
+			last = a.LastChange.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ObjectID, a.TenantID, a.UPN, a.State, or(a.Availability, "-"), last)
+	}
+	tw.Flush()
+}
+
+// viaAPI lists or removes through the running serve's API: the address is
+// the configuration's listen (a wildcard host is reached on loopback), the
+// key its api_key.
+func viaAPI(ctx context.Context, cfg *config.Config, id presence.UserID, remove bool) ([]poller.AccountView, error) {
+	if cfg.APIKey == "" {
+		return nil, errors.New("the store is held by a running serve, and api_key is empty: set api_key (the API is how accounts reaches a running serve) or stop serve")
+	}
+	host, port, _ := net.SplitHostPort(cfg.Listen)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, port) + "/api/accounts"
+	method := http.MethodGet
+	if remove {
+		url += "/" + string(id)
+		method = http.MethodDelete
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+cfg.APIKey.Value())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("the store is held by a running serve, which does not answer at %s: %w", net.JoinHostPort(host, port), unwrapURL(err))
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		if remove {
+			return nil, poller.ErrNotFound
+		}
+		return nil, errors.New("the running serve has no API (is api_key set in its configuration?)")
+	case http.StatusUnauthorized:
+		return nil, errors.New("the running serve refused api_key: is it the same configuration?")
+	default:
+		return nil, fmt.Errorf("the running serve answered HTTP %d", resp.StatusCode)
+	}
+	if remove {
+		return nil, nil
+	}
+	var list []poller.AccountView
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&list); err != nil {
+		return nil, fmt.Errorf("the running serve's answer: %w", err)
+	}
+	return list, nil
+}
+
+func unwrapURL(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) && !strings.Contains(err.Error(), "Bearer") {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}

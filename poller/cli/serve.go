@@ -1,0 +1,242 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/presence-bridge/presence-bridge/graph"
+	"github.com/presence-bridge/presence-bridge/poller"
+	"github.com/presence-bridge/presence-bridge/poller/boltstore"
+	"github.com/presence-bridge/presence-bridge/poller/config"
+	"github.com/presence-bridge/presence-bridge/poller/server"
+	"github.com/presence-bridge/presence-bridge/poller/signin"
+	"github.com/presence-bridge/presence-bridge/servicebus"
+)
+
+// shutdownGrace bounds the stop after SIGTERM (SPEC §9: exit within 5 s).
+const shutdownGrace = 4 * time.Second
+
+func runServe(ctx context.Context, args []string, env Env) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	load := configFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	cfg, path, err := load()
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+		return ExitUsage
+	}
+	logger := newLogger(env.Stderr, cfg.LogLevel)
+	for _, u := range cfg.Unimplemented() {
+		logger.Info("configuration key not acted on in this version", "key", u)
+	}
+	d, err := NewDaemon(DaemonOptions{Config: cfg, Logger: logger, HTTPClient: env.HTTPClient})
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: %v\n", err)
+		if errors.Is(err, boltstore.ErrLocked) {
+			return ExitFailure
+		}
+		return ExitUsage
+	}
+	logger.Info("presence poller starting", "version", or(env.Version, "dev"), "config", path, "public_url", cfg.PublicURL)
+	if err := d.Run(ctx, env.Ready); err != nil {
+		logger.Error("presence poller stopped", "err", err)
+		return ExitFailure
+	}
+	logger.Info("presence poller stopped")
+	return ExitOK
+}
+
+// DaemonOptions configure a Daemon.
+type DaemonOptions struct {
+	Config     *config.Config
+	Logger     *slog.Logger
+	HTTPClient *http.Client
+}
+
+// Daemon is the wired poller: store, sign-in, Graph, Service Bus, engine and
+// HTTP server.
+type Daemon struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	Store     *boltstore.Store
+	Engine    *poller.Engine
+	Handler   *server.Server
+	Flow      *signin.Flow
+	Tokens    *signin.Tokens
+	publisher *servicebus.Publisher
+}
+
+// NewDaemon opens the store and builds every part; nothing else connects
+// until Run.
+func NewDaemon(o DaemonOptions) (*Daemon, error) {
+	cfg, logger := o.Config, o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cred, err := credential(cfg.Entra)
+	if err != nil {
+		return nil, err
+	}
+	store, err := boltstore.Open(cfg.DataDir, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Daemon, error) {
+		store.Close()
+		return nil, err
+	}
+	tokens, err := signin.NewTokens(signin.TokensOptions{
+		Authority: cfg.Entra.Authority, ClientID: cfg.Entra.ClientID, Credential: cred, Scopes: cfg.Scopes(),
+		SecretKey: cfg.Key(), Store: store, HTTPClient: o.HTTPClient, InstanceDiscovery: microsoftHost(cfg.Entra.Authority),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	flow, err := signin.NewFlow(signin.FlowOptions{ClientID: cfg.Entra.ClientID, RedirectURI: cfg.RedirectURI(), SecretKey: cfg.Key(), Tokens: tokens})
+	if err != nil {
+		return fail(err)
+	}
+	var conns []string
+	var managers []poller.TopicManager
+	for _, ns := range cfg.ServiceBus.Namespaces {
+		conns = append(conns, ns.ConnectionString.Value())
+		m, err := servicebus.NewManager(servicebus.ManagerOptions{ConnectionString: ns.ConnectionString.Value(), AdminEndpoint: ns.AdminEndpoint, HTTPClient: o.HTTPClient})
+		if err != nil {
+			return fail(err)
+		}
+		managers = append(managers, m)
+	}
+	pub, err := servicebus.NewPublisher(servicebus.PublisherOptions{ConnectionStrings: conns, Logger: logger.With("component", "servicebus")})
+	if err != nil {
+		return fail(err)
+	}
+	reader := graph.New(graph.Options{Endpoint: cfg.Graph.Endpoint, HTTPClient: o.HTTPClient, Logger: logger.With("component", "graph")})
+	engine := poller.New(poller.Options{
+		Store: store, Reader: reader, Publisher: pub, Tokens: tokens, Heartbeat: cfg.Graph.Heartbeat.Std(),
+		Logger: logger.With("component", "refresh"),
+	})
+	onboarder := &poller.Onboarder{Namespaces: managers, Subscriptions: cfg.ServiceBus.Subscriptions, ListenKeys: cfg.ServiceBus.ListenKeys}
+	handler := server.New(server.Options{
+		Flow: flow, Tokens: tokens, Store: store, Engine: engine, Onboarder: onboarder, APIKey: cfg.APIKey.Value(),
+		Logger: logger.With("component", "http"),
+		Checks: map[string]func(context.Context) error{
+			"store": store.Ping,
+			"service_bus": func(ctx context.Context) error {
+				_, err := managers[0].CountTopics(ctx)
+				var denied *servicebus.ManageDeniedError
+				if errors.As(err, &denied) {
+					return nil // reachable, only not allowed to list
+				}
+				return err
+			},
+		},
+	})
+	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, Flow: flow, Tokens: tokens, publisher: pub}, nil
+}
+
+// credential reads the client secret, or the certificate (PEM or PFX).
+func credential(e config.Entra) (signin.Credential, error) {
+	if e.ClientSecret != "" {
+		return signin.Credential{Secret: e.ClientSecret.Value()}, nil
+	}
+	data, err := os.ReadFile(e.CertificateFile)
+	if err != nil {
+		return signin.Credential{}, fmt.Errorf("entra.certificate_file: %w", err)
+	}
+	certs, key, err := signin.LoadCertificate(data, e.CertificatePassword.Value())
+	if err != nil {
+		return signin.Credential{}, fmt.Errorf("entra.certificate_file: %w", err)
+	}
+	return signin.Credential{Certs: certs, Key: key}, nil
+}
+
+// microsoftHost: instance discovery and authority validation only for
+// Microsoft's cloud hosts; any other host is used as given (tests, the
+// demo).
+func microsoftHost(authority string) bool {
+	u, err := url.Parse(authority)
+	if err != nil {
+		return false
+	}
+	h := strings.ToLower(u.Hostname())
+	for _, suffix := range []string{"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn", "login.microsoft.com", "login.windows.net"} {
+		if h == suffix {
+			return true
+		}
+	}
+	return false
+}
+
+// Run serves HTTP and runs the refresh loop until ctx ends, then stops
+// within shutdownGrace: the cycle in progress finishes or leaves its
+// messages pending, the server drains, the store closes.
+func (d *Daemon) Run(ctx context.Context, ready func(addr string)) error {
+	defer d.Store.Close()
+	ln, err := net.Listen("tcp", d.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", d.cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: d.Handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second,
+		ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	d.log.Info("listening", "addr", ln.Addr().String(), "sign_in", d.cfg.PublicURL+"/auth/start")
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		d.loop(ctx)
+	}()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	_ = srv.Shutdown(stopCtx)
+	select {
+	case <-loopDone:
+	case <-stopCtx.Done():
+	}
+	_ = d.publisher.Close(stopCtx)
+	return runErr
+}
+
+// loop runs a cycle at once and then every poll_interval (a cycle that
+// runs long delays the next one rather than overlapping it).
+func (d *Daemon) loop(ctx context.Context) {
+	interval := d.cfg.Graph.PollInterval.Std()
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		began := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, max(interval, 5*time.Second))
+		if _, err := d.Engine.Cycle(cctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("refresh cycle cut short", "err", err)
+		}
+		cancel()
+		d.publisher.CloseIdle()
+		t.Reset(max(interval-time.Since(began), 0))
+	}
+}

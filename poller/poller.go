@@ -1,0 +1,179 @@
+// Package poller is the core of presence-poller, the cloud half of Presence
+// Bridge: for every signed-in person it reads their Teams presence, detects
+// a change against the last presence it stored, and publishes the change
+// (SPEC §2's v1 body) to the person's Service Bus topic, with a heartbeat
+// when nothing changed for graph.heartbeat.
+//
+// The refresh loop is independent of what triggers it: Engine.Cycle is one
+// pass over everyone, called by serve's own ticker, by POST /api/refresh,
+// and later by the Azure Functions timer. The parts it consumes are small
+// interfaces declared here (Store, PresenceReader, Publisher, TokenSource);
+// the composition root (poller/cli) wires the real ones.
+//
+// Ordering and delivery: a detected change is first written to the store as
+// pending (with its encoded body and message id <objectId>:<observedAt ms>),
+// then published, then removed from pending. A publish that fails leaves it
+// pending; the next cycle (or the next process, after a restart) publishes
+// the pending messages first, oldest first, with the same ids and bodies,
+// so Service Bus duplicate detection removes a send that had in fact gone
+// through. Every write of a person's presence record is a compare-and-swap
+// on its ETag, so several instances sharing a store never publish a change
+// twice or out of order.
+package poller
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus"
+)
+
+// State is whether the poller can read a person.
+type State string
+
+// Account states (the accounts command prints them).
+const (
+	StateActive         State = "active"
+	StateSignInRequired State = "signin_required"
+)
+
+// Account is a signed-in person.
+type Account struct {
+	UserID   presence.UserID `json:"userId"`
+	TenantID string          `json:"tenantId"`
+	UPN      string          `json:"upn"`
+	Name     string          `json:"name"`
+	// HomeAccountID is MSAL's account id (<oid>.<tid>), the token cache's
+	// partition key.
+	HomeAccountID string `json:"homeAccountId"`
+	// Namespace is the host of the Service Bus namespace that holds the
+	// person's topic; Topic its name.
+	Namespace  string    `json:"namespace"`
+	Topic      string    `json:"topic"`
+	State      State     `json:"state"`
+	SignedInAt time.Time `json:"signedInAt"`
+}
+
+// PresenceRecord is what the store keeps of a person's presence.
+type PresenceRecord struct {
+	// Last is the newest presence read and accepted as a change (published
+	// or pending): change detection compares with it.
+	Last presence.Update `json:"last"`
+	// LastChange is when Last was first observed (the accounts listing's
+	// "last change").
+	LastChange time.Time `json:"lastChange"`
+	// PublishedAt is when Service Bus last accepted a message of this
+	// person (a change or a heartbeat): the heartbeat counts from it.
+	PublishedAt time.Time `json:"publishedAt"`
+	// Pending are messages not yet accepted by Service Bus, oldest first.
+	Pending []Pending `json:"pending,omitempty"`
+}
+
+// Pending is one message waiting to be published, stored as it will be
+// sent so that a retry is byte-identical.
+type Pending struct {
+	ID           string `json:"id"`
+	Body         []byte `json:"body"`
+	Availability string `json:"availability"`
+	Activity     string `json:"activity"`
+}
+
+// ETag identifies one version of a stored presence record; "" means "does
+// not exist".
+type ETag string
+
+// Store errors.
+var (
+	// ErrNotFound: no such account.
+	ErrNotFound = errors.New("poller: not found")
+	// ErrConflict: the record changed since it was read (compare-and-swap
+	// lost).
+	ErrConflict = errors.New("poller: the record changed since it was read")
+)
+
+// Store keeps accounts, their encrypted token caches and their presence.
+// Implementations: poller/boltstore (embedded, one file), Table Storage
+// next. Every implementation passes poller/storetest.
+type Store interface {
+	// Accounts lists everyone, ordered by user id.
+	Accounts(ctx context.Context) ([]Account, error)
+	// Account returns one person, or ErrNotFound.
+	Account(ctx context.Context, id presence.UserID) (Account, error)
+	// PutAccount creates or replaces a person.
+	PutAccount(ctx context.Context, a Account) error
+	// DeleteAccount forgets a person: account, token cache and presence.
+	// Deleting an unknown person is ErrNotFound.
+	DeleteAccount(ctx context.Context, id presence.UserID) error
+	// TokenCache returns the person's sealed token cache, nil when none.
+	TokenCache(ctx context.Context, id presence.UserID) ([]byte, error)
+	// PutTokenCache replaces it. The store never sees a plaintext token.
+	PutTokenCache(ctx context.Context, id presence.UserID, sealed []byte) error
+	// Presence returns the person's presence record and its ETag; a person
+	// without one gives the zero record and "".
+	Presence(ctx context.Context, id presence.UserID) (PresenceRecord, ETag, error)
+	// PutPresence writes the record if its current ETag is ifMatch ("":
+	// only if none exists), and returns the new ETag, or ErrConflict.
+	PutPresence(ctx context.Context, id presence.UserID, rec PresenceRecord, ifMatch ETag) (ETag, error)
+}
+
+// PresenceReader reads presence from Graph (graph.Client is one). Me reads
+// the token's own person; ByUserIDs (batches of up to 650) serves app-only
+// tenants in a later version.
+type PresenceReader interface {
+	Me(ctx context.Context, tenantID, token string) (presence.Update, error)
+	ByUserIDs(ctx context.Context, tenantID, token string, ids []presence.UserID) ([]presence.Update, error)
+}
+
+// Message is one message for a person's topic.
+type Message = servicebus.Message
+
+// Publisher sends a message to a topic of a namespace and returns once
+// Service Bus has accepted it.
+type Publisher interface {
+	Publish(ctx context.Context, namespace, topic string, m Message) error
+}
+
+// ErrSignInRequired: the person's refresh token no longer works (revoked,
+// expired, consent withdrawn); only a new sign-in helps.
+var ErrSignInRequired = errors.New("poller: the person must sign in again")
+
+// TokenSource gives a Graph access token for a person, refreshing it with
+// the stored refresh token when needed.
+type TokenSource interface {
+	Token(ctx context.Context, a Account) (string, error)
+}
+
+// AccountView is one line of the accounts listing (CLI and /api/accounts).
+type AccountView struct {
+	ObjectID     presence.UserID `json:"objectId"`
+	TenantID     string          `json:"tenantId"`
+	UPN          string          `json:"upn"`
+	State        State           `json:"state"`
+	Availability string          `json:"availability"`
+	LastChange   *time.Time      `json:"lastChange"`
+}
+
+// ListAccounts builds the accounts listing from the store.
+func ListAccounts(ctx context.Context, s Store) ([]AccountView, error) {
+	accts, err := s.Accounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AccountView, 0, len(accts))
+	for _, a := range accts {
+		v := AccountView{ObjectID: a.UserID, TenantID: a.TenantID, UPN: a.UPN, State: a.State}
+		rec, tag, err := s.Presence(ctx, a.UserID)
+		if err != nil {
+			return nil, err
+		}
+		if tag != "" && rec.Last.UserID != "" {
+			v.Availability = rec.Last.Availability.String()
+			lc := rec.LastChange.UTC()
+			v.LastChange = &lc
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
