@@ -95,7 +95,7 @@ func runHuePair(ctx context.Context, args []string, env Env) int {
 	fmt.Fprintf(env.Stderr, "Asking the Hue bridge at %s for an API key…\n", *host)
 	user, err := hue.Pair(ctx, hue.PairOptions{
 		Host:       *host,
-		DeviceType: "presence-bridge#" + name,
+		DeviceType: hue.DeviceType(name),
 		Timeout:    *timeout,
 		Waiting: func() {
 			fmt.Fprintf(env.Stderr, "Press the round link button on the Hue bridge now (waiting up to %s).\n", *timeout)

@@ -282,13 +282,13 @@ func TestActionFor(t *testing.T) {
 		want  string
 	}{
 		{"unknown lamps get everything", groupState{desired: red}, `{"on":true,"bri":254,"xy":[0.69,0.3],"effect":"none"}`},
-		{"known on: no on", groupState{desired: red, onKnown: true, on: true}, `{"bri":254,"xy":[0.69,0.3],"effect":"none"}`},
+		{"known on: on all the same (a shared or hand-switched lamp)", groupState{desired: red, onKnown: true, on: true}, `{"on":true,"bri":254,"xy":[0.69,0.3],"effect":"none"}`},
 		{"same look: nothing", groupState{desired: red, onKnown: true, on: true, colorKnown: true, known: red}, `{}`},
-		{"colour change only", groupState{desired: green, onKnown: true, on: true, colorKnown: true, known: red}, `{"xy":[0.17,0.69]}`},
-		{"brightness change only", groupState{desired: dim, onKnown: true, on: true, colorKnown: true, known: red}, `{"bri":25}`},
+		{"colour change only", groupState{desired: green, onKnown: true, on: true, colorKnown: true, known: red}, `{"on":true,"xy":[0.17,0.69]}`},
+		{"brightness change only", groupState{desired: dim, onKnown: true, on: true, colorKnown: true, known: red}, `{"on":true,"bri":25}`},
 		{"off to same colour: on only", groupState{desired: red, onKnown: true, on: false, colorKnown: true, known: red}, `{"on":true}`},
-		{"to colorloop: no xy", groupState{desired: loop, onKnown: true, on: true, colorKnown: true, known: red}, `{"effect":"colorloop"}`},
-		{"from colorloop: effect none and xy", groupState{desired: red, onKnown: true, on: true, colorKnown: true, known: loop}, `{"xy":[0.69,0.3],"effect":"none"}`},
+		{"to colorloop: no xy", groupState{desired: loop, onKnown: true, on: true, colorKnown: true, known: red}, `{"on":true,"effect":"colorloop"}`},
+		{"from colorloop: effect none and xy", groupState{desired: red, onKnown: true, on: true, colorKnown: true, known: loop}, `{"on":true,"xy":[0.69,0.3],"effect":"none"}`},
 		{"off when on", groupState{desired: Look{}, onKnown: true, on: true}, `{"on":false}`},
 		{"off when unknown", groupState{desired: Look{}}, `{"on":false}`},
 		{"off when off: nothing", groupState{desired: Look{}, onKnown: true, on: false}, `{}`},

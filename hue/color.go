@@ -3,6 +3,7 @@ package hue
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -64,26 +65,108 @@ func gamutOf(t string) Gamut {
 	return GamutC
 }
 
-// groupGamut picks the gamut for a group's lights: their common gamut, or
-// B (the narrowest) when they differ, so the colour is one every lamp shows.
-func groupGamut(lights []string, gamuts map[string]string) Gamut {
-	common := ""
+// Area is a convex region of CIE xy colours, its corners counter-clockwise:
+// a lamp's gamut triangle, or the colours every lamp of a group can show.
+type Area [][2]float64
+
+// Area returns the gamut's triangle.
+func (g Gamut) Area() Area { return Area{g.R, g.G, g.B} }
+
+// Intersect returns the colours both areas hold (Sutherland–Hodgman
+// clipping of a by b; both convex and counter-clockwise). It is empty when
+// they do not overlap.
+func (a Area) Intersect(b Area) Area {
+	out := slices.Clone(a)
+	for i := range b {
+		if len(out) == 0 {
+			break
+		}
+		e0, e1 := b[i], b[(i+1)%len(b)]
+		in := out
+		out = nil
+		for j := range in {
+			cur, prev := in[j], in[(j+len(in)-1)%len(in)]
+			curIn, prevIn := cross(e0, e1, cur) >= 0, cross(e0, e1, prev) >= 0
+			if curIn != prevIn {
+				out = append(out, lineIntersection(prev, cur, e0, e1))
+			}
+			if curIn {
+				out = append(out, cur)
+			}
+		}
+	}
+	return out
+}
+
+func lineIntersection(p1, p2, q1, q2 [2]float64) [2]float64 {
+	d := (p1[0]-p2[0])*(q1[1]-q2[1]) - (p1[1]-p2[1])*(q1[0]-q2[0])
+	if d == 0 {
+		return p2
+	}
+	t := ((p1[0]-q1[0])*(q1[1]-q2[1]) - (p1[1]-q1[1])*(q1[0]-q2[0])) / d
+	return [2]float64{p1[0] + t*(p2[0]-p1[0]), p1[1] + t*(p2[1]-p1[1])}
+}
+
+// Contains reports whether p lies inside the area (edges included, with a
+// small tolerance for rounding).
+func (a Area) Contains(p [2]float64) bool {
+	const eps = 1e-9
+	for i := range a {
+		if cross(a[i], a[(i+1)%len(a)], p) < -eps {
+			return false
+		}
+	}
+	return len(a) > 0
+}
+
+// Clamp returns p when inside the area, else the closest point on its
+// edges.
+func (a Area) Clamp(p [2]float64) [2]float64 {
+	if len(a) == 0 || a.Contains(p) {
+		return p
+	}
+	best, bestD := a[0], math.Inf(1)
+	for i := range a {
+		c := closestOnSegment(a[i], a[(i+1)%len(a)], p)
+		if d := dist2(c, p); d < bestD {
+			best, bestD = c, d
+		}
+	}
+	return best
+}
+
+// groupArea is the colours every colour lamp of a group can show: the
+// intersection of their gamuts (a Zone of gamut A and C lamps gets a green
+// and a red both show, not gamut B's yellowish corners). Lamps without a
+// gamut (white-only) do not restrict it; a group without colour lamps, or
+// lamps of unknown types, gets gamut C, that of every colour lamp sold since
+// 2016.
+func groupArea(lights []string, gamuts map[string]string) Area {
+	var area Area
+	seen := map[string]bool{}
 	for _, l := range lights {
 		t, ok := gamuts[l]
 		if !ok || t == "" {
 			continue // not a colour light
 		}
 		t = strings.ToUpper(t)
-		if t != "A" && t != "B" && t != "C" {
-			t = "C"
+		if seen[t] {
+			continue
 		}
-		if common == "" {
-			common = t
-		} else if common != t {
-			return GamutB
+		seen[t] = true
+		g := gamutOf(t).Area()
+		if area == nil {
+			area = g
+			continue
+		}
+		if both := area.Intersect(g); len(both) >= 3 {
+			area = both
 		}
 	}
-	return gamutOf(common)
+	if area == nil {
+		return GamutC.Area()
+	}
+	return area
 }
 
 // ParseHex parses "#rrggbb" (or "rrggbb", or "#rgb") into 0–255 components.
@@ -103,9 +186,14 @@ func ParseHex(s string) (r, g, b uint8, err error) {
 }
 
 // XYFromRGB converts an sRGB colour to CIE xy (the conversion Philips
-// documents: gamma expansion, wide-gamut D65 matrix) and moves it into g
-// when it lies outside. Black maps to the white point.
+// documents: gamma expansion, wide-gamut D65 matrix) and moves it into the
+// gamut when it lies outside. Black maps to the white point.
 func XYFromRGB(r, g, b uint8, gamut Gamut) [2]float64 {
+	return xyIn(r, g, b, gamut.Area())
+}
+
+// xyIn is XYFromRGB for any area.
+func xyIn(r, g, b uint8, area Area) [2]float64 {
 	lin := func(c uint8) float64 {
 		v := float64(c) / 255
 		if v > 0.04045 {
@@ -119,43 +207,21 @@ func XYFromRGB(r, g, b uint8, gamut Gamut) [2]float64 {
 	Z := rl*0.000088 + gl*0.072310 + bl*0.986039
 	sum := X + Y + Z
 	if sum == 0 {
-		return roundXY(gamut.Clamp([2]float64{0.3127, 0.3290}))
+		return roundXY(area.Clamp([2]float64{0.3127, 0.3290}))
 	}
-	return roundXY(gamut.Clamp([2]float64{X / sum, Y / sum}))
+	return roundXY(area.Clamp([2]float64{X / sum, Y / sum}))
 }
 
 func roundXY(p [2]float64) [2]float64 {
 	return [2]float64{math.Round(p[0]*1e4) / 1e4, math.Round(p[1]*1e4) / 1e4}
 }
 
-// Contains reports whether p lies inside the gamut triangle (edges
-// included, with a small tolerance for rounding).
-func (g Gamut) Contains(p [2]float64) bool {
-	const eps = 1e-9
-	d1 := cross(g.R, g.G, p)
-	d2 := cross(g.G, g.B, p)
-	d3 := cross(g.B, g.R, p)
-	hasNeg := d1 < -eps || d2 < -eps || d3 < -eps
-	hasPos := d1 > eps || d2 > eps || d3 > eps
-	return !(hasNeg && hasPos)
-}
+// Contains reports whether p lies inside the gamut triangle.
+func (g Gamut) Contains(p [2]float64) bool { return g.Area().Contains(p) }
 
 // Clamp returns p when inside the gamut, else the closest point on its
 // edges.
-func (g Gamut) Clamp(p [2]float64) [2]float64 {
-	if g.Contains(p) {
-		return p
-	}
-	best := closestOnSegment(g.R, g.G, p)
-	bestD := dist2(best, p)
-	for _, seg := range [][2][2]float64{{g.G, g.B}, {g.B, g.R}} {
-		c := closestOnSegment(seg[0], seg[1], p)
-		if d := dist2(c, p); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
+func (g Gamut) Clamp(p [2]float64) [2]float64 { return g.Area().Clamp(p) }
 
 func cross(a, b, p [2]float64) float64 {
 	return (b[0]-a[0])*(p[1]-a[1]) - (b[1]-a[1])*(p[0]-a[0])
@@ -195,7 +261,7 @@ type style struct {
 	effect string
 }
 
-func (s style) look(g Gamut) Look {
+func (s style) look(area Area) Look {
 	if s.off {
 		return Look{}
 	}
@@ -207,7 +273,7 @@ func (s style) look(g Gamut) Look {
 		l.Effect = EffectNone
 	}
 	if l.Effect != EffectColorloop {
-		l.XY = XYFromRGB(s.rgb[0], s.rgb[1], s.rgb[2], g)
+		l.XY = xyIn(s.rgb[0], s.rgb[1], s.rgb[2], area)
 	}
 	return l
 }

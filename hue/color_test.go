@@ -2,6 +2,7 @@ package hue
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -155,7 +156,7 @@ func TestPaletteLooks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := p.styleFor(bridge.State{Availability: tt.av, Activity: tt.ac, Online: tt.online}).look(GamutC)
+			got := p.styleFor(bridge.State{Availability: tt.av, Activity: tt.ac, Online: tt.online}).look(GamutC.Area())
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("look (-want +got):\n%s", diff)
 			}
@@ -171,7 +172,7 @@ func TestPaletteCoversEveryAvailability(t *testing.T) {
 	}
 	for _, av := range presence.Availabilities() {
 		for _, ac := range presence.Activities() {
-			l := p.styleFor(bridge.State{Availability: av, Activity: ac, Online: true}).look(GamutC)
+			l := p.styleFor(bridge.State{Availability: av, Activity: ac, Online: true}).look(GamutC.Area())
 			wantOn := av != presence.AvailabilityOffline && av != presence.AvailabilityPresenceUnknown
 			if l.On != wantOn {
 				t.Errorf("%v/%v: on = %v, want %v", av, ac, l.On, wantOn)
@@ -200,7 +201,7 @@ func TestDefaultColorIsTheDefaultLook(t *testing.T) {
 			}
 			want = Look{On: true, Bri: 254, XY: XYFromRGB(r, g, b, GamutC), Effect: EffectNone}
 		}
-		got := p.styleFor(bridge.State{Availability: av, Activity: presence.ActivityPresenceUnknown, Online: true}).look(GamutC)
+		got := p.styleFor(bridge.State{Availability: av, Activity: presence.ActivityPresenceUnknown, Online: true}).look(GamutC.Area())
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("%v: look (-DefaultColor +palette):\n%s", av, diff)
 		}
@@ -285,21 +286,71 @@ func TestBusiestMerge(t *testing.T) {
 	}
 }
 
-func TestGroupGamut(t *testing.T) {
-	gamuts := map[string]string{"1": "A", "2": "A", "3": "C", "4": "", "5": "other"}
+func TestGroupArea(t *testing.T) {
+	gamuts := map[string]string{"1": "A", "2": "A", "3": "C", "4": "", "5": "other", "6": "b"}
 	tests := []struct {
+		name   string
 		lights []string
-		want   Gamut
+		want   Area
 	}{
-		{[]string{"1", "2"}, GamutA},
-		{[]string{"1", "3"}, GamutB},
-		{[]string{"3", "4"}, GamutC},
-		{[]string{"5"}, GamutC},
-		{nil, GamutC},
+		{"one gamut", []string{"1", "2"}, GamutA.Area()},
+		{"white lamps do not count", []string{"3", "4"}, GamutC.Area()},
+		{"unknown type is C", []string{"5"}, GamutC.Area()},
+		{"no lamps", nil, GamutC.Area()},
 	}
 	for _, tt := range tests {
-		if got := groupGamut(tt.lights, gamuts); got != tt.want {
-			t.Errorf("groupGamut(%v) = %v, want %v", tt.lights, got, tt.want)
+		if got := groupArea(tt.lights, gamuts); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: groupArea(%v) = %v, want %v", tt.name, tt.lights, got, tt.want)
 		}
+	}
+}
+
+// TestMixedGamutsShowColoursEveryLampCanShow: a Zone of gamut A and C lamps
+// (and one of A, B and C) gets colours inside every lamp's gamut, and the
+// default green is a green (diyHue showed gamut B's corner, xy 0.409,0.518,
+// a yellow-green, for such a Zone).
+func TestMixedGamutsShowColoursEveryLampCanShow(t *testing.T) {
+	gamuts := map[string]string{"1": "A", "2": "C", "3": "B"}
+	p, err := NewPalette(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lights := range [][]string{{"1", "2"}, {"1", "2", "3"}, {"2", "3"}} {
+		area := groupArea(lights, gamuts)
+		for _, av := range presence.Availabilities() {
+			l := p.styleFor(bridge.State{Availability: av, Online: true}).look(area)
+			if !l.On {
+				continue
+			}
+			for _, id := range lights {
+				if g := gamutOf(gamuts[id]); !g.Area().Contains(l.XY) && dist2(g.Clamp(l.XY), l.XY) > 1e-8 {
+					t.Errorf("lamps %v, %s: xy %v is outside lamp %s's gamut %s", lights, av, l.XY, id, gamuts[id])
+				}
+			}
+		}
+		green := p.styleFor(bridge.State{Availability: presence.AvailabilityAvailable, Online: true}).look(area).XY
+		if hasB := slices.Contains(lights, "3"); !hasB && (green[0] > 0.3 || green[1] < 0.6) {
+			t.Errorf("lamps %v: Available shows xy %v, not a green", lights, green)
+		}
+		red := p.styleFor(bridge.State{Availability: presence.AvailabilityBusy, Online: true}).look(area).XY
+		if red[0] < 0.6 {
+			t.Errorf("lamps %v: Busy shows xy %v, not a red", lights, red)
+		}
+	}
+}
+
+func TestAreaIntersect(t *testing.T) {
+	square := Area{{0, 0}, {1, 0}, {1, 1}, {0, 1}}
+	shifted := Area{{0.5, 0.5}, {1.5, 0.5}, {1.5, 1.5}, {0.5, 1.5}}
+	got := square.Intersect(shifted)
+	if len(got) != 4 || !got.Contains([2]float64{0.75, 0.75}) || got.Contains([2]float64{0.25, 0.25}) {
+		t.Errorf("intersection %v", got)
+	}
+	far := Area{{5, 5}, {6, 5}, {6, 6}}
+	if got := square.Intersect(far); len(got) != 0 {
+		t.Errorf("disjoint areas intersect in %v", got)
+	}
+	if c := square.Clamp([2]float64{2, 0.5}); c != [2]float64{1, 0.5} {
+		t.Errorf("clamp = %v", c)
 	}
 }

@@ -196,7 +196,7 @@ func lookOf(t *testing.T, colors []config.Color, av presence.Availability, ac pr
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.styleFor(bridge.State{Availability: av, Activity: ac, Online: true}).look(GamutC)
+	return p.styleFor(bridge.State{Availability: av, Activity: ac, Online: true}).look(GamutC.Area())
 }
 
 // xyOf reads the xy of a recorded command body.

@@ -5,8 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
+
+// DeviceType is the name a new key gets on the bridge:
+// presence-bridge#<device>, the device name cut to the 19 characters a Hue
+// bridge allows (and its application name to 20).
+func DeviceType(device string) string {
+	const app = "presence-bridge" // 15 of the 20 characters allowed
+	device = strings.TrimSpace(device)
+	if len(device) > 19 {
+		device = device[:19]
+	}
+	for !utf8.ValidString(device) {
+		device = device[:len(device)-1]
+	}
+	if device == "" {
+		return app
+	}
+	return app + "#" + device
+}
 
 // ErrPairTimeout: the link button was not pressed in time.
 var ErrPairTimeout = errors.New("link button not pressed in time")
@@ -14,8 +34,7 @@ var ErrPairTimeout = errors.New("link button not pressed in time")
 // PairOptions configure Pair.
 type PairOptions struct {
 	Host string
-	// DeviceType names the new key on the bridge ("presence-bridge#host");
-	// at most 40 characters are kept.
+	// DeviceType names the new key on the bridge: see DeviceType.
 	DeviceType string
 	// Timeout is how long to wait for the link button (default 2 minutes).
 	Timeout time.Duration
@@ -45,10 +64,7 @@ func Pair(ctx context.Context, opts PairOptions) (string, error) {
 	}
 	dt := opts.DeviceType
 	if dt == "" {
-		dt = "presence-bridge"
-	}
-	if len(dt) > 40 {
-		dt = dt[:40]
+		dt = DeviceType("")
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

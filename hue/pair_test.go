@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/presence-bridge/presence-bridge/hue/huetest"
@@ -109,5 +111,27 @@ func busyOnce() func(w http.ResponseWriter, r *http.Request) bool {
 		done = true
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return true
+	}
+}
+
+// A real bridge allows at most 20 characters of application name and 19 of
+// device name; a long host name is cut, and the fake bridge (which enforces
+// the same limits) accepts the result.
+func TestDeviceTypeFitsTheBridgeLimits(t *testing.T) {
+	for _, host := range []string{"", "pi", "homeassistant-living-room-raspberry", "ünïcödé-ünïcödé-ünïcödé"} {
+		dt := DeviceType(host)
+		app, dev, _ := strings.Cut(dt, "#")
+		if len(app) > 20 || len(dev) > 19 || !utf8.ValidString(dt) {
+			t.Errorf("DeviceType(%q) = %q: %d + %d characters", host, dt, len(app), len(dev))
+		}
+	}
+	fake := huetest.New(huetest.Options{LinkButtonPressed: true})
+	host, err := fake.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Close()
+	if _, err := Pair(t.Context(), PairOptions{Host: host, DeviceType: DeviceType("homeassistant-living-room-raspberry"), Timeout: 5 * time.Second}); err != nil {
+		t.Errorf("pairing with a long host name: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -81,10 +80,11 @@ type Sink struct {
 
 // groupState is one configured group of one bridge; guarded by Sink.mu.
 type groupState struct {
-	ref   string            // configured name or id
-	users []presence.UserID // in configured order
-	id    string            // resolved id; "" until resolved
-	gamut Gamut
+	ref    string            // configured name or id
+	users  []presence.UserID // in configured order
+	id     string            // resolved id; "" until resolved
+	area   Area              // the colours every lamp of the group can show
+	lights []string          // the group's lamps, from the last look-up
 
 	desired    Look
 	hasDesired bool
@@ -142,8 +142,12 @@ func New(opts Options) (*Sink, error) {
 		onCommand: opts.OnCommand,
 		interval:  interval,
 		mode:      mode,
-		states:    make(map[presence.UserID]bridge.State),
-		problems:  make(map[string]string),
+		// SPEC §5: with MQTT configured, Home Assistant counts as present
+		// until homeassistant/status says offline (its birth message is
+		// not retained, so a bridge started while it runs hears nothing).
+		haOnline: opts.HomeAssistant,
+		states:   make(map[presence.UserID]bridge.State),
+		problems: make(map[string]string),
 	}
 	var errs []error
 	for bi, bc := range opts.Config.Bridges {
@@ -154,7 +158,7 @@ func New(opts Options) (*Sink, error) {
 		}
 		b := &bridgeLoop{host: client.Host(), client: client, wake: make(chan struct{}, 1)}
 		for gi, gc := range bc.Groups {
-			g := &groupState{ref: gc.Group, gamut: GamutC}
+			g := &groupState{ref: gc.Group, area: GamutC.Area()}
 			for ui, name := range gc.Users {
 				id, ok := ids[name]
 				if !ok {
@@ -202,7 +206,7 @@ func (s *Sink) SetMode(mode string) error {
 }
 
 // SetHomeAssistantOnline records Home Assistant's homeassistant/status:
-// true for "online", false for "offline" and on every MQTT (re)connect.
+// true for "online", false for "offline".
 func (s *Sink) SetHomeAssistantOnline(online bool) {
 	s.mu.Lock()
 	was := s.activeLocked()
@@ -299,7 +303,7 @@ func (s *Sink) updateDesiredLocked(g *groupState) bool {
 	if len(sts) == 0 {
 		return false
 	}
-	look := s.palette.styleFor(sts[busiest(sts)]).look(g.gamut)
+	look := s.palette.styleFor(sts[busiest(sts)]).look(g.area)
 	if g.hasDesired && g.desired == look {
 		return false
 	}
@@ -313,9 +317,12 @@ func (s *Sink) updateDesiredLocked(g *groupState) bool {
 	return true
 }
 
-// actionFor is the smallest action that takes the lamps from what the
-// bridge knows to the desired look: "on" only when not known to be on,
-// colour fields only when changed.
+// actionFor is the action that takes the lamps from what the bridge knows
+// to the desired look, empty when they show it already: colour fields only
+// when changed, and "on" with every look that is on. A lamp in two groups
+// (a Room and a Zone) is switched off by the other group's "off", and a
+// lamp may be switched off by hand: a colour sent without "on" would leave
+// it dark, while the one-command-per-second limit bounds the traffic.
 func actionFor(g *groupState) Action {
 	var a Action
 	d := g.desired
@@ -338,7 +345,31 @@ func actionFor(g *groupState) Action {
 		xy := d.XY
 		a.XY = &xy
 	}
+	if !a.Empty() {
+		a.On = ptr(true)
+	}
 	return a
+}
+
+// switchedOff records that a command switched group off's lamps off: a
+// group that shares a lamp with it and should be on no longer knows that
+// lamp's state, and is sent its whole look again.
+func (b *bridgeLoop) switchedOff(off *groupState) {
+	for _, g := range b.groups {
+		if g == off || !g.hasDesired || !g.desired.On || !sharesLamp(g.lights, off.lights) {
+			continue
+		}
+		g.onKnown, g.colorKnown = false, false
+	}
+}
+
+func sharesLamp(a, b []string) bool {
+	for _, l := range a {
+		if slices.Contains(b, l) {
+			return true
+		}
+	}
+	return false
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -415,174 +446,6 @@ func (s *Sink) Run(ctx context.Context) error {
 	return nil
 }
 
-// backoff is a capped exponential back-off with jitter.
-type backoff struct {
-	base     time.Duration
-	failures int
-}
-
-func (bo *backoff) next(limit time.Duration) time.Duration {
-	d := bo.base << min(bo.failures, 16)
-	if d > limit || d <= 0 {
-		d = limit
-	}
-	bo.failures++
-	// Equal jitter: half fixed, half random, so retries of several bridges
-	// spread out but never come back sooner than half the step.
-	return d/2 + rand.N(d/2+1)
-}
-
-func (bo *backoff) reset() { bo.failures = 0 }
-
-func (s *Sink) runBridge(ctx context.Context, b *bridgeLoop) {
-	log := s.log.With("bridge", b.host)
-	bo := backoff{base: max(s.interval, time.Second)}
-	resolveBo := backoff{base: time.Second}
-	var (
-		notBefore    time.Time // min_interval after the last command
-		retryAt      time.Time // back-off after a failure of the bridge
-		resolveAt    time.Time // next look-up of groups not found
-		unauthorized bool
-		failing      bool   // an outage was logged
-		groupProblem string // groups not found, while the bridge works
-	)
-	wait := func(until time.Time, wake bool) bool {
-		d := time.Until(until)
-		if d <= 0 {
-			return ctx.Err() == nil
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		var wakeCh <-chan struct{}
-		if wake {
-			wakeCh = b.wake
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-			return true
-		case <-wakeCh:
-			return true
-		}
-	}
-	fail := func(err error) {
-		limit := backoffMax
-		switch {
-		case errors.Is(err, ErrUnauthorized):
-			limit = unauthorizedBackoffMax
-			if !unauthorized {
-				unauthorized = true
-				log.Error("hue bridge rejected the api key; press the link button and run `presence-bridge hue pair`", "err", err)
-				s.setProblem(b.host, fmt.Sprintf("hue bridge %s rejected the API key: press its link button, run `presence-bridge hue pair -host %s` and set the new username", b.host, b.host))
-			}
-		case errors.Is(err, ErrRateLimited):
-			// Busy, not broken: the health status stays as it is.
-			if !failing {
-				log.Warn("hue bridge is rate limiting; backing off", "err", err)
-			}
-			failing = true
-		default:
-			// Once per outage; the retries log at debug level.
-			if !failing {
-				log.Warn("hue bridge call failed; retrying with back-off", "err", err)
-			} else {
-				log.Debug("hue bridge call failed again", "err", err)
-			}
-			failing = true
-			s.setProblem(b.host, fmt.Sprintf("hue bridge %s: %v", b.host, err))
-		}
-		retryAt = time.Now().Add(bo.next(limit))
-	}
-	succeed := func() {
-		if unauthorized {
-			log.Info("hue bridge accepts the api key again")
-		} else if failing {
-			log.Info("hue bridge answers again")
-		}
-		unauthorized, failing = false, false
-		bo.reset()
-		retryAt = time.Time{}
-		s.setProblem(b.host, groupProblem)
-	}
-
-	for ctx.Err() == nil {
-		if !retryAt.IsZero() && time.Now().Before(retryAt) {
-			if !wait(retryAt, false) {
-				return
-			}
-			continue
-		}
-		if s.unresolved(b) && !time.Now().Before(resolveAt) {
-			err := s.resolve(ctx, b)
-			switch {
-			case ctx.Err() != nil:
-				return
-			case err == nil:
-				if groupProblem != "" {
-					log.Info("hue groups found")
-				}
-				groupProblem, resolveAt = "", time.Time{}
-				resolveBo.reset()
-				succeed()
-			case errors.Is(err, ErrUnknownGroup):
-				// The bridge works: drive the groups found, look for the
-				// others again later.
-				if err.Error() != groupProblem {
-					log.Error("hue group not found", "err", err)
-				}
-				groupProblem = err.Error()
-				resolveAt = time.Now().Add(resolveBo.next(backoffMax))
-				succeed()
-			default:
-				fail(err)
-				continue
-			}
-		}
-		j, ok := s.next(b)
-		if !ok {
-			until := time.Now().Add(24 * time.Hour)
-			if !resolveAt.IsZero() && s.unresolved(b) {
-				until = resolveAt
-			}
-			if !wait(until, true) {
-				return
-			}
-			continue
-		}
-		if time.Now().Before(notBefore) {
-			if !wait(notBefore, false) {
-				return
-			}
-			continue // the look may have changed meanwhile: pick again
-		}
-		err := b.client.SetGroupAction(ctx, j.id, j.action)
-		// The next command waits min_interval from this one's end, so two
-		// commands never reach the bridge closer than that.
-		notBefore = time.Now().Add(s.interval)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.commandFailed(log, j, err)
-			if errors.Is(err, ErrNotAvailable) {
-				resolveAt = time.Time{} // look the group up again now
-			} else if !permanent(err) {
-				fail(err)
-			}
-			continue
-		}
-		succeed()
-		s.mu.Lock()
-		j.group.applied(j.action, j.look)
-		s.mu.Unlock()
-		log.Debug("hue group set", "group", j.group.ref, "group_id", j.id, "look", j.look.String(), "action", j.action.String())
-		if s.onCommand != nil {
-			s.onCommand(Command{Bridge: b.host, Group: j.group.ref, GroupID: j.id, Look: j.look, Action: j.action})
-		}
-	}
-}
-
 // permanent reports errors that retrying the same command cannot fix: the
 // bridge refused a value or parameter.
 func permanent(err error) bool {
@@ -656,9 +519,9 @@ func (s *Sink) resolve(ctx context.Context, b *bridgeLoop) error {
 			g.onKnown, g.on, g.colorKnown = true, found.AllOn, false
 		}
 		g.id = found.ID
-		gamut := groupGamut(found.Lights, gamuts)
-		if gamut != g.gamut {
-			g.gamut = gamut
+		g.lights = found.Lights
+		if area := groupArea(found.Lights, gamuts); !slices.Equal(area, g.area) {
+			g.area = area
 			s.updateGamutLocked(g)
 		}
 	}

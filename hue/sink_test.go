@@ -54,7 +54,7 @@ func TestSinkSendsOnlyChanges(t *testing.T) {
 			{presence.AvailabilityBusy, presence.ActivityBusy, mustJSON(t, Action{On: ptr(true), Bri: ptr(red.Bri), XY: &red.XY, Effect: EffectNone})},
 			{presence.AvailabilityBusy, presence.ActivityBusy, ""},
 			{presence.AvailabilityBusy, presence.ActivityInACall, ""}, // same look
-			{presence.AvailabilityAvailable, presence.ActivityAvailable, mustJSON(t, Action{XY: &green.XY})},
+			{presence.AvailabilityAvailable, presence.ActivityAvailable, mustJSON(t, Action{On: ptr(true), XY: &green.XY})},
 			{presence.AvailabilityOffline, presence.ActivityOffWork, `{"on":false}`},
 			{presence.AvailabilityPresenceUnknown, presence.ActivityPresenceUnknown, ""}, // off again
 			{presence.AvailabilityAvailable, presence.ActivityAvailable, `{"on":true}`},  // the lamps kept green
@@ -253,28 +253,6 @@ func errorArray(typ int) func(w http.ResponseWriter, r *http.Request) bool {
 	}
 }
 
-// The back-off's jitter: each wait lies in [d/2, d] for the step d, the
-// step doubles to the cap, and waits differ.
-func TestBackoffSteps(t *testing.T) {
-	bo := backoff{base: time.Second}
-	seen := map[time.Duration]bool{}
-	for i := range 12 {
-		step := min(time.Second<<i, time.Minute)
-		d := bo.next(time.Minute)
-		if d < step/2 || d > step {
-			t.Errorf("failure %d: wait %v outside [%v, %v]", i, d, step/2, step)
-		}
-		seen[d] = true
-	}
-	if len(seen) < 6 {
-		t.Errorf("only %d distinct waits in 12: no jitter", len(seen))
-	}
-	bo.reset()
-	if d := bo.next(time.Minute); d > time.Second {
-		t.Errorf("after reset: %v", d)
-	}
-}
-
 // A rejected key is logged and reported once, retried rarely, and the
 // recovery is noticed.
 func TestUnauthorizedReportedOnce(t *testing.T) {
@@ -425,8 +403,10 @@ func TestModesFollowHomeAssistant(t *testing.T) {
 			return func() { h.apply(t, alexID, av, presence.ActivityPresenceUnknown) }
 		}
 		steps := []step{
-			{"no online seen since connecting: drive", avail(presence.AvailabilityBusy), "auto", true, []string{full(red)}},
-			{"reconnect: still no online", ha(false), "auto", true, nil},
+			// SPEC §5: before Home Assistant says anything it counts as
+			// present (its birth message is not retained).
+			{"nothing seen yet: home assistant is present", avail(presence.AvailabilityBusy), "auto", false, nil},
+			{"home assistant offline: take control", ha(false), "auto", true, []string{full(red)}},
 			{"home assistant online: hand back", ha(true), "auto", false, nil},
 			{"changes are not sent", avail(presence.AvailabilityAvailable), "auto", false, nil},
 			{"online again: nothing", ha(true), "auto", false, nil},
@@ -435,7 +415,7 @@ func TestModesFollowHomeAssistant(t *testing.T) {
 			{"online", ha(true), "auto", false, nil},
 			{"select always: send once", mode("always"), "always", true, []string{full(green)}},
 			{"always ignores online", ha(true), "always", true, nil},
-			{"always drives", avail(presence.AvailabilityBusy), "always", true, []string{mustJSON(t, Action{XY: &red.XY})}},
+			{"always drives", avail(presence.AvailabilityBusy), "always", true, []string{mustJSON(t, Action{On: ptr(true), XY: &red.XY})}},
 			{"select off", mode("off"), "off", false, nil},
 			{"off never touches the lamps", avail(presence.AvailabilityAvailable), "off", false, nil},
 			{"off ignores offline", ha(false), "off", false, nil},
@@ -651,6 +631,44 @@ func TestOutageLoggedOnce(t *testing.T) {
 		}
 		if len(accepted(fake, "1")) != 1 {
 			t.Errorf("not recovered: %v", bodies(fake.Commands()))
+		}
+	})
+}
+
+// TestLampInRoomAndZoneStaysLit: a lamp in a Room and in a Zone (the usual
+// Hue set-up) is switched off with the Room; the Zone, which should still
+// be lit, is sent its whole look again, with on:true (diyHue showed the
+// shared lamp staying dark: the Zone's next command carried only xy).
+func TestLampInRoomAndZoneStaysLit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := huetest.New(huetest.Options{Groups: []huetest.Group{
+			{ID: "1", Name: "Office", Type: "Room", Lights: []string{"1", "2"}},
+			{ID: "2", Name: "Hallway", Type: "Zone", Lights: []string{"2", "3"}},
+		}})
+		h := startHarness(t, fake, oneGroup(
+			config.HueGroup{Group: "Office", Users: []string{"Alex"}},
+			config.HueGroup{Group: "Hallway", Users: []string{"Blake"}},
+		), nil)
+		synctest.Wait()
+		h.apply(t, alexID, presence.AvailabilityBusy, presence.ActivityBusy)
+		h.apply(t, blakeID, presence.AvailabilityAvailable, presence.ActivityAvailable)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		before := len(fake.Commands())
+		h.apply(t, alexID, presence.AvailabilityOffline, presence.ActivityOffWork)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		green := lookOf(t, nil, presence.AvailabilityAvailable, presence.ActivityAvailable)
+		var got []string
+		for _, c := range fake.Commands()[before:] {
+			got = append(got, c.Group+" "+c.Raw)
+		}
+		want := []string{
+			`1 {"on":false}`,
+			"2 " + mustJSON(t, Action{On: ptr(true), Bri: ptr(green.Bri), XY: &green.XY, Effect: EffectNone}),
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("commands after the Room went off (-want +got):\n%s", diff)
 		}
 	})
 }

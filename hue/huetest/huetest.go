@@ -499,7 +499,10 @@ func (b *Bridge) pair(w http.ResponseWriter, r *http.Request) {
 		writeErrors(w, apiError{Type: 5, Address: "/", Description: "invalid/missing parameters in body"})
 		return
 	}
-	if len(*body.DeviceType) > 40 {
+	// A real bridge takes <application name>#<device name>, at most 20
+	// and 19 characters.
+	app, dev, _ := strings.Cut(*body.DeviceType, "#")
+	if len(app) > 20 || len(dev) > 19 {
 		writeErrors(w, apiError{Type: 7, Address: "/devicetype", Description: "invalid value, " + *body.DeviceType + ", for parameter, devicetype"})
 		return
 	}

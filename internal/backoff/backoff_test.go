@@ -33,6 +33,14 @@ func TestJitterStaysWithinHalfStepAndStep(t *testing.T) {
 			t.Fatalf("failure %d: wait %v outside [%v, %v]", i, d, step/2, step)
 		}
 	}
+	seen := map[time.Duration]bool{}
+	b2 := Backoff{Min: time.Second, Max: time.Minute, Jitter: true}
+	for range 12 {
+		seen[b2.Next()] = true
+	}
+	if len(seen) < 6 {
+		t.Errorf("only %d distinct waits in 12: no jitter", len(seen))
+	}
 	if b.Failures() != 50 {
 		t.Errorf("failures %d", b.Failures())
 	}
