@@ -2,8 +2,8 @@ package addon
 
 import (
 	"errors"
+	"github.com/presence-bridge/presence-bridge/internal/testnet"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -195,7 +195,7 @@ func TestLoadMQTTLookup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			url := "http://" + unusedAddr(t)
+			url := "http://" + testnet.ClosedAddr(t)
 			if tt.answer != nil {
 				sup := newFakeSupervisor(t, map[string]answer{"GET /services/mqtt": *tt.answer})
 				url = sup.srv.URL
@@ -233,17 +233,6 @@ func TestLoadMQTTLookup(t *testing.T) {
 			}
 		})
 	}
-}
-
-func unusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 // TestLoadUnreadableOptions: the image runs as non-root and the Supervisor

@@ -2,49 +2,15 @@ package app
 
 import (
 	"bytes"
-	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
-	"github.com/presence-bridge/presence-bridge/health"
+	"github.com/presence-bridge/presence-bridge/health/healthtest"
+	"github.com/presence-bridge/presence-bridge/internal/testnet"
 )
-
-// serveHealth runs the real health endpoint on a loopback port.
-func serveHealth(t *testing.T, h *bridge.Health) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- health.ServeListener(ctx, ln, h, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Error("health endpoint did not stop")
-		}
-	})
-	return ln.Addr().String()
-}
-
-func unusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // writeConfig writes a minimal valid configuration with the given health_addr.
 func writeConfig(t *testing.T, healthAddr string) string {
@@ -67,9 +33,9 @@ func TestHealthcheckExitCodes(t *testing.T) {
 	unhealthy.SetStatus("service_bus", true, "")
 	unhealthy.SetStatus("mqtt", false, "connection refused")
 
-	healthyAddr := serveHealth(t, healthy)
-	unhealthyAddr := serveHealth(t, unhealthy)
-	deadAddr := unusedAddr(t)
+	healthyAddr := healthtest.Serve(t, healthy)
+	unhealthyAddr := healthtest.Serve(t, unhealthy)
+	deadAddr := testnet.ClosedAddr(t)
 
 	tests := []struct {
 		name       string

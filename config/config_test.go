@@ -179,7 +179,7 @@ func TestSecretsNeverPrint(t *testing.T) {
 }
 
 func TestSlug(t *testing.T) {
-	for in, want := range map[string]string{"Alex": "alex", "Sam Smith": "sam_smith", "presence-bridge": "presence_bridge", "Zoë": "zo_", "!!": ""} {
+	for in, want := range map[string]string{"Alex": "alex", "Sam Smith": "sam_smith", "presence-bridge": "presence_bridge", "Zoë": "zo_", "!!": "", "Zoë O'Brien": "zo__o_brien", "home/Bridge_2": "home_bridge_2"} {
 		if got := Slug(in); got != want {
 			t.Errorf("Slug(%q) = %q, want %q", in, got, want)
 		}

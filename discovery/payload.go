@@ -111,7 +111,7 @@ type topics struct {
 }
 
 func newTopics(prefix, base string) topics {
-	return topics{prefix: prefix, base: base, node: slug(base)}
+	return topics{prefix: prefix, base: base, node: config.Slug(base)}
 }
 
 func (t topics) bridgeState() string                  { return t.base + "/bridge/state" }
@@ -130,18 +130,6 @@ func (t topics) userAvailability(id presence.UserID) string {
 }
 func (t topics) configFilter() string { return t.prefix + "/device/+/config" }
 
-// slug lower-cases s and replaces every character outside [a-z0-9_] with _.
-func slug(s string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(s) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '_' {
-			b.WriteRune(r)
-		} else {
-			b.WriteByte('_')
-		}
-	}
-	return b.String()
-}
 
 func origin(version string) Origin {
 	return Origin{Name: originName, SWVersion: version, SupportURL: supportURL}
@@ -203,7 +191,7 @@ const attributesTemplate = `{{ {"status_message": value_json.status_message, "ou
 
 // userConfig is the discovery payload of one user's device.
 func userConfig(t topics, version string, u config.User) DeviceConfig {
-	name := slug(u.Name) + "_teams_"
+	name := config.Slug(u.Name) + "_teams_"
 	id := t.userDevice(u.ID)
 	state := t.userState(u.ID)
 	component := func(platform, key, title string) Component {

@@ -70,20 +70,6 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-func TestSlug(t *testing.T) {
-	for in, want := range map[string]string{
-		"presence-bridge": "presence_bridge",
-		"Alex":            "alex",
-		"Zoë O'Brien":     "zo__o_brien",
-		"home/Bridge_2":   "home_bridge_2",
-		"":                "",
-	} {
-		if got := slug(in); got != want {
-			t.Errorf("slug(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestStateJSON(t *testing.T) {
 	at := time.Date(2026, 11, 26, 20, 0, 0, 123_000_000, time.FixedZone("x", 3600))
 	for _, tc := range []struct {

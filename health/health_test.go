@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/presence-bridge/presence-bridge/internal/testnet"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -132,18 +133,6 @@ func serve(t *testing.T, h *bridge.Health) string {
 	return ln.Addr().String()
 }
 
-// closedAddr is a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestCheck(t *testing.T) {
 	healthy := serve(t, newHealth(status{"mqtt", true, ""}, status{"service_bus", true, ""}))
 	unhealthy := serve(t, newHealth(status{"mqtt", true, ""}, status{"service_bus", false, "unauthorized"}, status{"hue", false, ""}))
@@ -161,7 +150,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{name: "healthy", addr: healthy},
 		{name: "unhealthy", addr: unhealthy, wantErr: true, wantUnhealthy: true, wantText: "hue, service_bus (unauthorized)"},
-		{name: "unreachable", addr: closedAddr(t), wantErr: true, wantText: "connect"},
+		{name: "unreachable", addr: testnet.ClosedAddr(t), wantErr: true, wantText: "connect"},
 		{name: "other status", addr: strings.TrimPrefix(weird.URL, "http://"), wantErr: true, wantText: "500"},
 		{name: "no port", addr: "localhost", wantErr: true, wantText: "address"},
 	}
@@ -212,7 +201,7 @@ func TestServeListenError(t *testing.T) {
 }
 
 func TestServeStopsWithContext(t *testing.T) {
-	addr := closedAddr(t)
+	addr := testnet.ClosedAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, addr, bridge.NewHealth(), nil) }()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
@@ -169,20 +168,15 @@ func groupArea(lights []string, gamuts map[string]string) Area {
 	return area
 }
 
-// ParseHex parses "#rrggbb" (or "rrggbb", or "#rgb") into 0–255 components.
+// ParseHex returns the components of a "#rrggbb" (or "#rgb") colour, as
+// config.ParseHexColor reads it: one parser for the configuration's check
+// and the lamps.
 func ParseHex(s string) (r, g, b uint8, err error) {
-	h := strings.TrimPrefix(strings.TrimSpace(s), "#")
-	if len(h) == 3 {
-		h = string([]byte{h[0], h[0], h[1], h[1], h[2], h[2]})
-	}
-	if len(h) != 6 {
-		return 0, 0, 0, fmt.Errorf("hue: colour %q: want #rrggbb", s)
-	}
-	v, err := strconv.ParseUint(h, 16, 32)
+	c, err := config.ParseHexColor(s)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("hue: colour %q: want #rrggbb", s)
+		return 0, 0, 0, fmt.Errorf("hue: colour: %w", err)
 	}
-	return uint8(v >> 16), uint8(v >> 8), uint8(v), nil
+	return c.R, c.G, c.B, nil
 }
 
 // XYFromRGB converts an sRGB colour to CIE xy (the conversion Philips

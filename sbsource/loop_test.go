@@ -8,6 +8,7 @@ package sbsource
 
 import (
 	"context"
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"log/slog"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ type memHarness struct {
 	core   *fakeCore
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *safebuf.Buffer
 	once   sync.Once
 	took   time.Duration
 	err    error
@@ -32,7 +33,7 @@ type memHarness struct {
 // entity e, or in queue mode.
 func runMem(t *testing.T, e *memEntity, opts Options, queue bool) *memHarness {
 	t.Helper()
-	h := &memHarness{core: newFakeCore(), done: make(chan error, 1), logs: &syncBuffer{}}
+	h := &memHarness{core: newFakeCore(), done: make(chan error, 1), logs: &safebuf.Buffer{}}
 	opts.Config.ConnectionString = "Endpoint=sb://fake/;SharedAccessKeyName=k;SharedAccessKey=v"
 	if queue {
 		opts.Config.Queue = "presence"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"log/slog"
 	"strings"
 	"sync"
@@ -51,36 +52,12 @@ func v1[ID ~string](user ID, avail string, n int) []byte {
 		user, avail, avail, t0.Add(time.Duration(n)*time.Second).Format(time.RFC3339Nano))
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), substr)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t      *testing.T
 	broker *sbtest.Broker
 	core   *fakeCore
 	status *statusLog
-	logs   *syncBuffer
+	logs   *safebuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -94,7 +71,7 @@ func run(t *testing.T, broker *sbtest.Broker, opts Options) *harness {
 // runWith is run with prepare called on the Source before it runs.
 func runWith(t *testing.T, broker *sbtest.Broker, opts Options, prepare func(*Source)) *harness {
 	t.Helper()
-	h := &harness{t: t, broker: broker, core: newFakeCore(), status: &statusLog{}, logs: &syncBuffer{}, done: make(chan error, 1)}
+	h := &harness{t: t, broker: broker, core: newFakeCore(), status: &statusLog{}, logs: &safebuf.Buffer{}, done: make(chan error, 1)}
 	if opts.Config.ConnectionString == "" {
 		opts.Config.ConnectionString = config.Secret(broker.ConnectionString())
 	}
@@ -498,7 +475,7 @@ func TestSinkOutageLongerThanThreeLockDurations(t *testing.T) {
 	if n := b.Count(ctx, subPath(us[0]), azservicebus.SubQueueDeadLetter); n != 0 {
 		t.Errorf("%d messages dead-lettered", n)
 	}
-	if n := h.logs.count("cannot renew"); n != 0 {
+	if n := strings.Count(h.logs.String(), "cannot renew"); n != 0 {
 		t.Errorf("%d lock renewals failed:\n%s", n, h.logs)
 	}
 }
@@ -539,10 +516,10 @@ func TestBrokerRestartMidStreamLosesNothing(t *testing.T) {
 	if !h.core.waitFor(ctx, 30*time.Second, func() bool { return h.status.last().OK }) {
 		t.Errorf("status did not recover: %+v", h.status.all())
 	}
-	if n := h.logs.count("service bus connection lost"); n != 1 {
+	if n := strings.Count(h.logs.String(), "service bus connection lost"); n != 1 {
 		t.Errorf("outage logged %d times, want once:\n%s", n, h.logs)
 	}
-	if n := h.logs.count("service bus connection restored"); n != 1 {
+	if n := strings.Count(h.logs.String(), "service bus connection restored"); n != 1 {
 		t.Errorf("recovery logged %d times, want once", n)
 	}
 }
@@ -581,7 +558,7 @@ func TestMissingSubscriptionLeavesOthersWorking(t *testing.T) {
 	if !h.core.waitFor(ctx, 30*time.Second, func() bool { a, _ := h.core.snapshot(); return len(a) == 2 }) {
 		t.Fatal("the working users' updates did not arrive")
 	}
-	if !h.core.waitFor(ctx, 30*time.Second, func() bool { return h.logs.count("service bus entity not found") > 0 }) {
+	if !h.core.waitFor(ctx, 30*time.Second, func() bool { return strings.Count(h.logs.String(), "service bus entity not found") > 0 }) {
 		t.Fatalf("missing subscription not reported:\n%s", h.logs)
 	}
 	st := h.status.last()
@@ -590,7 +567,7 @@ func TestMissingSubscriptionLeavesOthersWorking(t *testing.T) {
 	}
 	// Retried with a pause (ConfigRetry 500ms here), not in a hot loop,
 	// and logged once.
-	if n := h.logs.count("service bus entity not found"); n != 1 {
+	if n := strings.Count(h.logs.String(), "service bus entity not found"); n != 1 {
 		t.Errorf("logged %d times, want once", n)
 	}
 }
@@ -600,7 +577,7 @@ func TestWrongKeyIsReportedAsAccessDenied(t *testing.T) {
 	us := users(1)
 	b := sbtest.Start(t, sbtest.Options{Subscriptions: subscriptions(us), Keys: map[string]string{"listen": "right"}})
 	h := run(t, b, Options{Users: us, Config: config.ServiceBus{Subscription: subName, ConnectionString: config.Secret(b.ConnectionStringWithKey("listen", "wrong"))}})
-	if !h.core.waitFor(ctx, 30*time.Second, func() bool { return h.logs.count("service bus refused access") > 0 }) {
+	if !h.core.waitFor(ctx, 30*time.Second, func() bool { return strings.Count(h.logs.String(), "service bus refused access") > 0 }) {
 		t.Fatalf("bad key not reported:\n%s", h.logs)
 	}
 	if st := h.status.last(); st.OK || !strings.Contains(st.Detail, "access denied") {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"log/slog"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestHealthLogsEachOutageOnceAndReportsOneComponent(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &safebuf.Buffer{}
 	status := &statusLog{}
 	h := newHealth(slog.New(slog.NewTextHandler(logs, nil)), status)
 	h.start([]string{"a", "b", "c"})
@@ -74,13 +75,13 @@ func TestHealthLogsEachOutageOnceAndReportsOneComponent(t *testing.T) {
 	h.fail("b", servicebus.FailNotFound, errors.New("not found"))
 	h.fail("b", servicebus.FailNotFound, errors.New("not found"))
 
-	if n := logs.count("service bus connection lost"); n != 1 {
+	if n := strings.Count(logs.String(), "service bus connection lost"); n != 1 {
 		t.Errorf("connection outage logged %d times, want 1", n)
 	}
-	if n := logs.count("service bus connection restored"); n != 1 {
+	if n := strings.Count(logs.String(), "service bus connection restored"); n != 1 {
 		t.Errorf("recovery logged %d times, want 1", n)
 	}
-	if n := logs.count("service bus entity not found"); n != 1 {
+	if n := strings.Count(logs.String(), "service bus entity not found"); n != 1 {
 		t.Errorf("missing entity logged %d times, want 1", n)
 	}
 	want := []statusCall{
