@@ -34,7 +34,7 @@ lint:
 	$(GO) tool actionlint
 
 demo:
-	$(GO) run ./cmd/presence-bridge demo
+	$(GO) run ./cmd/presence-demo
 
 # Static binaries of the bridge for the three image platforms (the poller
 # runs in the cloud: make build, or go build ./cmd/presence-poller).

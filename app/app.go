@@ -43,8 +43,7 @@ const usage = `usage: presence-bridge <command> [flags]
 commands:
   run            run the bridge (default)        -config FILE
   check-config   validate and print the configuration, secrets redacted
-  demo           the whole home pipeline with simulated users, an embedded
-                 MQTT broker and a simulated Hue bridge
+  demo           moved to its own program: make demo (go run ./cmd/presence-demo)
   hue pair       wait for the Hue link button and print a new API key
   hue groups     list a Hue bridge's groups
   healthcheck    ask the running bridge's health endpoint (exit 0 when healthy)

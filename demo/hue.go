@@ -4,21 +4,22 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/hue"
 	"github.com/presence-bridge/presence-bridge/hue/huetest"
 )
 
-// addHue starts a simulated Hue bridge (in-process HTTP, the same fake the
-// tests use, with its one-command-per-second limit) and wires the real Hue
-// sink to it: Alex drives the Office, Sam the Kitchen, and both the Hallway
-// zone, which shows the busier of the two. Mode auto: the lamps follow
-// presence until a Home Assistant announces itself on the broker.
-func addHue(o *Options, p *printer) (stop func(), err error) {
-	const key = "demo-key"
+// hueKey is the simulated bridge's API key.
+const hueKey = "demo-key"
+
+// startHue starts a simulated Hue bridge (in-process HTTP, the same fake
+// the tests use, with its one-command-per-second limit) and returns the
+// configuration that drives it: Alex drives the Office, Sam the Kitchen,
+// and both the Hallway zone, which shows the busier of the two. Mode auto:
+// the lamps follow presence while no Home Assistant is on the broker.
+func startHue() (*huetest.Bridge, config.Hue, error) {
 	fake := huetest.New(huetest.Options{
-		Username: key,
+		Username: hueKey,
 		Groups: []huetest.Group{
 			{ID: "1", Name: "Office", Type: "Room", Lights: []string{"1", "2"}},
 			{ID: "2", Name: "Kitchen", Type: "Room", Lights: []string{"3"}},
@@ -27,43 +28,16 @@ func addHue(o *Options, p *printer) (stop func(), err error) {
 	})
 	host, err := fake.Start()
 	if err != nil {
-		return nil, fmt.Errorf("demo: simulated hue bridge: %w", err)
+		return nil, config.Hue{}, fmt.Errorf("demo: simulated hue bridge: %w", err)
 	}
 	users := Users()
-	sink, err := hue.New(hue.Options{
-		Config: config.Hue{
-			Mode: config.HueModeAuto, MinInterval: config.Duration(1e9),
-			Bridges: []config.HueBridge{{Host: host, Username: key, Groups: []config.HueGroup{
-				{Group: "Office", Users: []string{users[0].Name}},
-				{Group: "Kitchen", Users: []string{users[1].Name}},
-				{Group: "Hallway", Users: []string{users[0].Name, users[1].Name}},
-			}}},
-		},
-		Users:         users,
-		HomeAssistant: true,
-		Logger:        o.Logger,
-		OnCommand: func(c hue.Command) {
-			p.linef("Hue        %-7s lights %s", c.Group, describeLook(c.Look))
-		},
-	})
-	if err != nil {
-		fake.Close()
-		return nil, fmt.Errorf("demo: %w", err)
-	}
-	p.linef("Hue        simulated bridge at http://%s with groups Office (Alex), Kitchen (Sam), Hallway (both); mode auto", host)
-	o.ExtraSinks = append(o.ExtraSinks, bridge.SinkSpec{Name: "hue", Sink: sink})
-	o.Runners = append(o.Runners, sink.Run)
-	if o.Mode == nil {
-		o.Mode = sink
-	}
-	prev := o.OnHomeAssistantStatus
-	o.OnHomeAssistantStatus = func(online bool) {
-		sink.SetHomeAssistantOnline(online)
-		if prev != nil {
-			prev(online)
-		}
-	}
-	return func() { fake.Close() }, nil
+	cfg := config.Default().Hue
+	cfg.Bridges = []config.HueBridge{{Host: host, Username: hueKey, Groups: []config.HueGroup{
+		{Group: "Office", Users: []string{users[0].Name}},
+		{Group: "Kitchen", Users: []string{users[1].Name}},
+		{Group: "Hallway", Users: []string{users[0].Name, users[1].Name}},
+	}}}
+	return fake, cfg, nil
 }
 
 // namedColors are the default colours of SPEC §5 as a person calls them.
