@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/presence-bridge/presence-bridge/internal/backoff"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
 
@@ -425,9 +425,9 @@ const (
 
 func (w *sinkWorker) run(ctx context.Context) {
 	var (
-		buf     []State
-		backoff time.Duration
-		failed  bool
+		buf    []State
+		bo     = backoff.Backoff{Min: retryMin, Max: retryMax, Jitter: true}
+		failed bool
 	)
 	for {
 		select {
@@ -445,7 +445,7 @@ func (w *sinkWorker) run(ctx context.Context) {
 				w.core.log.Info("sink recovered", "sink", w.name)
 				failed = false
 			}
-			backoff = 0
+			bo.Reset()
 			if w.durable {
 				w.core.durableDone(buf)
 			}
@@ -459,14 +459,8 @@ func (w *sinkWorker) run(ctx context.Context) {
 			failed = true
 		}
 		w.requeue(buf)
-		backoff = min(max(2*backoff, retryMin), retryMax)
-		wait := backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !backoff.Sleep(ctx, bo.Next()) {
 			return
-		case <-t.C:
 		}
 		select {
 		case w.wake <- struct{}{}:

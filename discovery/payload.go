@@ -130,7 +130,6 @@ func (t topics) userAvailability(id presence.UserID) string {
 }
 func (t topics) configFilter() string { return t.prefix + "/device/+/config" }
 
-
 func origin(version string) Origin {
 	return Origin{Name: originName, SWVersion: version, SupportURL: supportURL}
 }

@@ -64,7 +64,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			} else {
 				s.log.Warn("mqtt connect failed", "url", s.brokerURL(), "retry_in", wait, "err", err)
 			}
-			if !sleep(ctx, wait) {
+			if !backoff.Sleep(ctx, wait) {
 				return nil
 			}
 			continue
@@ -87,21 +87,9 @@ func (s *Sink) Run(ctx context.Context) error {
 		wait := bo.Next()
 		s.log.Warn("mqtt connection lost", "url", s.brokerURL(), "retry_in", wait, "err", sess.conn.Err())
 		s.setStatus(false, "connection lost")
-		if !sleep(ctx, wait) {
+		if !backoff.Sleep(ctx, wait) {
 			return nil
 		}
-	}
-}
-
-// sleep waits d or until ctx ends; it reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

@@ -13,7 +13,10 @@ import (
 )
 
 // Validate checks a device-based discovery message against Home Assistant's
-// rules (REFERENCE.md) before it is published: Home Assistant drops a bad
+// rules (its MQTT integration's discovery schema: homeassistant/components/
+// mqtt/abbreviations.py, discovery.py and the platforms' PLATFORM_SCHEMA in
+// github.com/home-assistant/core, and the MQTT discovery documentation at
+// https://www.home-assistant.io/integrations/mqtt/) before it is published: Home Assistant drops a bad
 // payload silently, or rejects the whole device for one unknown device key.
 // It checks the marshalled JSON, so a misspelt struct tag fails here too.
 //

@@ -30,8 +30,10 @@
 //
 // # Why net/http and not huego
 //
-// The project's Hue library is github.com/amimof/huego v1.2.1. Its defects
-// (REFERENCE.md) and how each is kept from users:
+// The project's Hue library is github.com/amimof/huego v1.2.1 (its source:
+// https://github.com/amimof/huego, bridge.go, group.go and light.go). Its
+// defects, each demonstrated by huego_test.go, and how each is kept from
+// users:
 //
 //   - It sends every request through http.DefaultClient and reads no HTTP
 //     status code: a 429 or 503 cannot be told from a reply, no HTTP client

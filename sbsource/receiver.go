@@ -93,7 +93,7 @@ func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter)
 				}
 				attempt++
 				r.fail(err)
-				if !sleep(ctx, r.retryDelay(err, attempt)) {
+				if !bo.Sleep(ctx, r.retryDelay(err, attempt)) {
 					return
 				}
 				continue
@@ -112,7 +112,7 @@ func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter)
 			healthy = false
 			attempt++
 			r.fail(err)
-			if !sleep(ctx, r.retryDelay(err, attempt)) {
+			if !bo.Sleep(ctx, r.retryDelay(err, attempt)) {
 				return
 			}
 			continue
@@ -124,7 +124,7 @@ func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter)
 			// if it keeps happening.
 			healthy = false
 			empty++
-			if empty > 1 && !sleep(ctx, backoff(r.opts.RetryMin, r.opts.RetryMax, empty-1)) {
+			if empty > 1 && !bo.Sleep(ctx, backoff(r.opts.RetryMin, r.opts.RetryMax, empty-1)) {
 				return
 			}
 			continue
@@ -158,18 +158,6 @@ func (r *entityReceiver) retryDelay(err error, attempt int) time.Duration {
 // min·2^(attempt-1), capped at max.
 func backoff(minD, maxD time.Duration, attempt int) time.Duration {
 	return bo.Step(minD, maxD, attempt-1)
-}
-
-// sleep waits d or until ctx ends; it reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // held is one message in hand, with the time its lock must be renewed.

@@ -4,6 +4,7 @@
 package backoff
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -47,4 +48,16 @@ func Step(minD, maxD time.Duration, n int) time.Duration {
 		d *= 2
 	}
 	return min(max(d, minD), maxD)
+}
+
+// Sleep waits d or until ctx ends; it reports whether ctx is still alive.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
