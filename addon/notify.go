@@ -2,6 +2,7 @@ package addon
 
 import (
 	"context"
+	"github.com/presence-bridge/presence-bridge/internal/backoff"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -115,7 +116,7 @@ func (n *Notifier) SetStatus(component string, ok bool, detail string) {
 // Run delivers notification changes until ctx ends, retrying failed
 // deliveries with back-off. It returns nil when ctx ends.
 func (n *Notifier) Run(ctx context.Context) error {
-	retry := n.retryMin
+	bo := backoff.Backoff{Min: n.retryMin, Max: n.retryMax}
 	var timer *time.Timer
 	var timerC <-chan time.Time
 	for {
@@ -130,19 +131,19 @@ func (n *Notifier) Run(ctx context.Context) error {
 			timerC = nil
 		}
 		if n.deliver(ctx) {
-			retry = n.retryMin
+			bo.Reset()
 			continue
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
+		retry := bo.Next()
 		if timer == nil {
 			timer = time.NewTimer(retry)
 		} else {
 			timer.Reset(retry)
 		}
 		timerC = timer.C
-		retry = min(2*retry, n.retryMax)
 	}
 }
 
