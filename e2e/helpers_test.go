@@ -74,6 +74,7 @@ func startBridge(tb testing.TB, cfg string, env ...string) *bridgeProc {
 	}
 	p := &bridgeProc{logs: &safebuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, "run", "-config", path)
+	p.cmd.Dir = filepath.Dir(path) // the default data_dir (./data) lands in the test's folder
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -80,9 +80,14 @@ func (r *entityReceiver) shutdown(ctx context.Context) {
 func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter) {
 	st := newSettler(r, stopCtx)
 	defer st.wait()
-	attempt := 0 // consecutive failures
-	empty := 0   // consecutive receives that returned nothing
+	inf := newInflight(r, st)
+	tracked := make(chan struct{})
+	go func() { defer close(tracked); inf.run(ctx) }()
+	defer func() { <-tracked }() // leftover is set once it returns
+	attempt := 0                 // consecutive failures
+	empty := 0                   // consecutive receives that returned nothing
 	healthy := false
+	var prevBatch, lastBatch time.Time // when the last two batches were taken
 	for ctx.Err() == nil {
 		if !healthy {
 			// Probe the entity (attach, authorise, peek) so that its status
@@ -104,7 +109,20 @@ func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter)
 		if err := sub.WaitReady(ctx); err != nil {
 			return
 		}
-		msgs, err := r.rcv.ReceiveMessages(ctx, r.opts.BatchSize, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.TimeAfterFirstMessage})
+		if !inf.waitRoom(ctx) {
+			return
+		}
+		// A live message waits only TimeAfterFirstMessage for company; in
+		// a stream (the last two batches came less than StreamGap apart)
+		// the receive waits as a backlog's do, so that it brings several
+		// messages per round trip instead of one credit, one flow frame
+		// and one delivery at a time.
+		window := r.opts.TimeAfterFirstMessage
+		stream := !prevBatch.IsZero() && lastBatch.Sub(prevBatch) < r.opts.StreamGap
+		if stream {
+			window = r.opts.BacklogTimeAfterFirstMessage
+		}
+		msgs, err := r.rcv.ReceiveMessages(ctx, r.opts.BatchSize, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: window})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -130,7 +148,14 @@ func (r *entityReceiver) run(ctx, stopCtx context.Context, sub bridge.Submitter)
 			continue
 		}
 		empty = 0
-		r.handleBatch(ctx, sub, st, msgs)
+		// More than one message in a receive after a quiet spell is a
+		// backlog (live changes come one at a time): collect it across
+		// receives so that it reaches the sinks as one state per user.
+		// In a stream the window already gathered what was there; only a
+		// full receive says that more is queued behind it.
+		collect := len(msgs) > 1 && (!stream || len(msgs) == r.opts.BatchSize)
+		r.handleBatch(ctx, sub, st, inf, msgs, collect)
+		prevBatch, lastBatch = lastBatch, time.Now()
 	}
 }
 
@@ -226,20 +251,18 @@ func (r *entityReceiver) add(b *batch, st *settler, msgs []*azservicebus.Receive
 	}
 }
 
-// handleBatch takes msgs and, while receives bring more than one message (a
-// backlog), more batches up to MaxHeld messages, so that a backlog collapses to one
-// update per user; it submits the newest update of each user and settles
-// that message once the core has decided, renewing its lock meanwhile. When
-// ctx ends first, whatever is undecided is abandoned. It returns once the
-// core has decided on every message; their settlements may still be running
-// on st.
-func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, st *settler, msgs []*azservicebus.ReceivedMessage) {
+// handleBatch takes msgs and, with collect, while receives bring more than
+// one message (a backlog), more batches up to MaxHeld messages, so that a backlog collapses
+// to one update per user; it submits the newest update of each user and
+// hands those messages to inf, which settles each once the core has decided
+// and renews its lock meanwhile. It returns without waiting for the core:
+// the next receive starts at once (see inflight).
+func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, st *settler, inf *inflight, msgs []*azservicebus.ReceivedMessage, collect bool) {
 	b := &batch{groups: map[presence.UserID]*group{}}
 	r.add(b, st, msgs)
-	// More than one message per receive means a backlog (live traffic comes
-	// one message at a time): keep receiving, without delaying live
-	// messages.
-	for len(msgs) > 1 {
+	// A backlog: keep receiving while receives bring more than one
+	// message, without delaying live messages.
+	for collect && len(msgs) > 1 {
 		want := min(r.opts.BatchSize, r.opts.MaxHeld-b.received)
 		if want <= 0 || (!b.renewBy.IsZero() && !time.Now().Before(b.renewBy)) {
 			break
@@ -265,39 +288,7 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 		return
 	}
 
-	outcomes := make(chan groupOutcome, len(b.order)) // never blocks the core
-	for _, g := range b.order {
-		sub.Submit(g.newest, SourceName, func(o bridge.Outcome) { outcomes <- groupOutcome{g, o} })
-	}
-
-	pending := make(map[*group]bool, len(b.order))
-	for _, g := range b.order {
-		pending[g] = true
-	}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for len(pending) > 0 {
-		timer.Reset(time.Until(r.nextRenewal(pending)))
-		select {
-		case res := <-outcomes:
-			delete(pending, res.g)
-			if res.outcome.Settle() {
-				st.complete(res.g.msg.msg)
-			} else {
-				st.abandon(res.g.msg.msg)
-			}
-		case <-timer.C:
-			r.renewDue(ctx, pending)
-		case <-ctx.Done():
-			// Give back what the core has not decided on, so another
-			// consumer (or this one after a restart) gets it at once:
-			// shutdown abandons it once the link is closed.
-			for g := range pending {
-				r.leftover = append(r.leftover, g.msg.msg)
-			}
-			return
-		}
-	}
+	inf.submit(sub, b.order)
 }
 
 // watchDrained peeks, while the next receive of a backlog runs, at the
@@ -480,4 +471,123 @@ func seq(m *azservicebus.ReceivedMessage) int64 {
 		return 0
 	}
 	return *m.SequenceNumber
+}
+
+// inflight holds the messages whose updates the core has not decided on
+// yet, renews their locks, and settles each once its outcome arrives. It
+// runs beside the receive loop, so that a receive is pending while the core
+// waits for the durable sink (a PUBACK): the SDK releases every message that
+// arrives while no receive is pending (they come back, costing the broker a
+// second delivery each), which made the household flood half the bare
+// loop's pace (measured: 956 releases for 2,000 messages, none now).
+type inflight struct {
+	r  *entityReceiver
+	st *settler
+
+	mu      sync.Mutex
+	added   []*group       // submitted, not yet tracked by run
+	decided []groupOutcome // outcomes not yet settled by run
+	held    int            // messages added and not yet decided
+	wake    chan struct{}  // run has work
+	room    chan struct{}  // held dropped below MaxHeld
+}
+
+func newInflight(r *entityReceiver, st *settler) *inflight {
+	return &inflight{r: r, st: st, wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// submit hands each group's newest update to the core and tracks its
+// message until the outcome arrives. The callbacks never block the core.
+func (f *inflight) submit(sub bridge.Submitter, groups []*group) {
+	f.mu.Lock()
+	f.added = append(f.added, groups...)
+	f.held += len(groups)
+	f.mu.Unlock()
+	signal(f.wake)
+	for _, g := range groups {
+		sub.Submit(g.newest, SourceName, func(o bridge.Outcome) {
+			f.mu.Lock()
+			f.decided = append(f.decided, groupOutcome{g, o})
+			f.mu.Unlock()
+			signal(f.wake)
+		})
+	}
+}
+
+// waitRoom blocks while MaxHeld messages wait for the core (a durable sink
+// that is up but slow), so that memory stays bounded; false once ctx ends.
+func (f *inflight) waitRoom(ctx context.Context) bool {
+	for {
+		f.mu.Lock()
+		full := f.held >= f.r.opts.MaxHeld
+		f.mu.Unlock()
+		if !full {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-f.room:
+		}
+	}
+}
+
+// run settles decided messages and renews the locks of the others until
+// ctx ends; then it leaves the undecided ones to the receiver's shutdown,
+// which abandons them once the link is closed (another consumer gets them
+// at once).
+func (f *inflight) run(ctx context.Context) {
+	pending := map[*group]bool{}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		f.harvest(pending)
+		if len(pending) > 0 {
+			timer.Reset(time.Until(f.r.nextRenewal(pending)))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-ctx.Done():
+			f.harvest(pending)
+			for g := range pending {
+				f.r.leftover = append(f.r.leftover, g.msg.msg)
+			}
+			return
+		case <-f.wake:
+		case <-timer.C:
+			f.r.renewDue(ctx, pending)
+		}
+	}
+}
+
+// harvest moves newly submitted groups into pending and settles the ones
+// the core decided on.
+func (f *inflight) harvest(pending map[*group]bool) {
+	f.mu.Lock()
+	added, decided := f.added, f.decided
+	f.added, f.decided = nil, nil
+	f.held -= len(decided)
+	f.mu.Unlock()
+	for _, g := range added {
+		pending[g] = true
+	}
+	for _, res := range decided {
+		delete(pending, res.g)
+		if res.outcome.Settle() {
+			f.st.complete(res.g.msg.msg)
+		} else {
+			f.st.abandon(res.g.msg.msg)
+		}
+	}
+	if len(decided) > 0 {
+		signal(f.room)
+	}
 }

@@ -77,6 +77,12 @@ type Options struct {
 	// sends slowly, which ends the collapse early and sends a user's state
 	// more than once.
 	BacklogTimeAfterFirstMessage time.Duration
+	// StreamGap: while the last two batches were taken less than this
+	// apart, messages come in a stream, and a receive waits
+	// BacklogTimeAfterFirstMessage after its first one instead of
+	// TimeAfterFirstMessage; default 50ms (live changes of a household
+	// come seconds apart, and keep the short wait).
+	StreamGap time.Duration
 	// SettleTimeout bounds each settlement, and the abandons after the
 	// source is cancelled; default 10s.
 	SettleTimeout time.Duration
@@ -111,6 +117,7 @@ func (o *Options) setDefaults() {
 	o.BacklogWait = cmp.Or(o.BacklogWait, 250*time.Millisecond)
 	o.TimeAfterFirstMessage = cmp.Or(o.TimeAfterFirstMessage, time.Millisecond)
 	o.BacklogTimeAfterFirstMessage = cmp.Or(o.BacklogTimeAfterFirstMessage, max(20*time.Millisecond, o.TimeAfterFirstMessage))
+	o.StreamGap = cmp.Or(o.StreamGap, 50*time.Millisecond)
 	o.SettleTimeout = cmp.Or(o.SettleTimeout, 10*time.Second)
 	o.SettleConcurrency = cmp.Or(o.SettleConcurrency, 16)
 	o.RetryMin = cmp.Or(o.RetryMin, time.Second)

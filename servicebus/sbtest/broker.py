@@ -25,12 +25,14 @@ On start it prints "LISTENING <port>" on stdout.
 """
 
 import argparse
+import collections
 import base64
 import hashlib
 import heapq
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 import urllib.parse
@@ -137,6 +139,8 @@ class Entity(object):
 class Broker(Handler):
 
     def __init__(self, args):
+        # Operation counts, printed on SIGUSR1 (sbtest.Broker.Stats).
+        self.stats = collections.Counter()
         super(Broker, self).__init__()
         self.args = args
         self.lock_duration = args.lock_duration
@@ -430,6 +434,7 @@ class Broker(Handler):
 
     def on_link_flow(self, event):
         link = event.link
+        self.stats["flow:%s:%s" % (getattr(link, "kind", None), "sender" if link.is_sender else "receiver")] += 1
         if link.is_sender and getattr(link, "kind", None) == "consume":
             self.dispatch(link.entity)
 
@@ -544,6 +549,7 @@ class Broker(Handler):
 
     def management(self, entity_path, req):
         op = (req.properties or {}).get("operation")
+        self.stats["management:" + str(op)] += 1
         body = req.body if isinstance(req.body, dict) else {}
         ent = self.entities.get(entity_path)
         if op == "com.microsoft:renew-lock":
@@ -624,12 +630,15 @@ class Broker(Handler):
                 tag = os.urandom(8).hex()  # 16 ASCII characters: also the lock token's bytes
                 token = tag.encode("ascii")
                 self.lock(rec, token)
+                self.stats["deliver"] += 1
                 dlv = link.send(self.render(ent, rec, token), tag)
                 dlv.token = token
 
     def disposition(self, link, d):
         token = getattr(d, "token", None) or d.tag.encode("ascii")
         state = d.remote_state
+        self.stats["disposition:" + {Delivery.ACCEPTED: "accepted", Delivery.MODIFIED: "modified",
+                                     Delivery.REJECTED: "rejected", Delivery.RELEASED: "released"}.get(state, "other")] += 1
         rec = self.tokens.get(token)
         if rec is None or rec.locked_until < time.time():
             if state == Delivery.RELEASED:
@@ -673,6 +682,12 @@ def main():
     p.add_argument("--key", action="append", help="NAME=VALUE[=Listen,Send,Manage]; none: any token is accepted")
     p.add_argument("--journal", help="file that keeps messages across restarts")
     broker = Broker(p.parse_args())
+
+    def print_stats(*_):
+        sys.stderr.write("STATS " + json.dumps(dict(broker.stats), sort_keys=True) + "\n")
+        sys.stderr.flush()
+
+    signal.signal(signal.SIGUSR1, print_stats)
     Container(broker).run()
 
 

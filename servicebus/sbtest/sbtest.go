@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -417,3 +419,36 @@ func newReceiver(client *azservicebus.Client, entity string, sub azservicebus.Su
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Stats returns the stand-in's operation counts since it started
+// (deliveries, dispositions by outcome, management operations, flow
+// frames): what a client made it do. It asks the broker with SIGUSR1 and
+// reads the answer from its log.
+func (b *Broker) Stats(tb testing.TB) map[string]int {
+	tb.Helper()
+	b.mu.Lock()
+	cmd := b.cmd
+	b.mu.Unlock()
+	path := filepath.Join(b.dir, "broker.log")
+	before, _ := os.ReadFile(path)
+	if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		tb.Fatalf("stand-in stats: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		log, _ := os.ReadFile(path)
+		if len(log) > len(before) {
+			if i := bytes.LastIndex(log, []byte("STATS ")); i >= len(before) {
+				line, _, _ := bytes.Cut(log[i+len("STATS "):], []byte("\n"))
+				out := map[string]int{}
+				if err := json.Unmarshal(line, &out); err != nil {
+					tb.Fatalf("stand-in stats %q: %v", line, err)
+				}
+				return out
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // polling the broker's log file
+	}
+	tb.Fatal("stand-in stats: no answer")
+	return nil
+}
