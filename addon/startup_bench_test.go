@@ -172,6 +172,7 @@ func BenchmarkBinaryStartToOnline(b *testing.B) {
 		}
 		online := onlineWatcher(b, broker.URL(), base)
 		cmd := exec.Command(bin, "run", "-config", cfgPath)
+		cmd.Dir = b.TempDir() // the default data_dir lands there
 		cmd.Env = append(os.Environ(), "SB="+sb.ConnectionString())
 		var stderr strings.Builder
 		cmd.Stderr = &stderr

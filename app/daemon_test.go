@@ -31,6 +31,7 @@ const alexID = "6f1c2a3b-1111-2222-3333-444455556666"
 func daemonConfig(t *testing.T, mqttURL, top, mqttExtra string) string {
 	t.Helper()
 	text := fmt.Sprintf(`%s
+data_dir: %s
 health_addr: ""
 users:
   - {id: %s, name: Alex}
@@ -38,7 +39,7 @@ service_bus:
   connection_string: ${SB}
 mqtt:
   url: %s
-%s`, top, alexID, mqttURL, mqttExtra)
+%s`, top, t.TempDir(), alexID, mqttURL, mqttExtra)
 	p := filepath.Join(t.TempDir(), "presence-bridge.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
