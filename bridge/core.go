@@ -131,23 +131,24 @@ func (c *Core) WaitReady(ctx context.Context) error {
 func (c *Core) Submit(u presence.Update, source string, done func(Outcome)) {
 	u.UserID = presence.CanonicalUserID(string(u.UserID))
 	if outcome := c.apply(u, source, done); outcome != 0 {
-		if outcome != Applied {
-			c.logOutcome(u, outcome)
-		}
 		done(outcome)
 	}
 }
 
-// logOutcome says at debug level why a message changed nothing, so that a
-// person can see why a lamp did not change.
-func (c *Core) logOutcome(u presence.Update, o Outcome) {
+// logNothing says at debug level why a message changed nothing (why, say,
+// a lamp did not change): outcome stale (why: older or duplicate) or
+// heartbeat.
+func (c *Core) logNothing(u presence.Update, o Outcome, why string) {
 	ctx := context.Background()
 	if !c.log.Enabled(ctx, slog.LevelDebug) {
 		return
 	}
-	c.log.LogAttrs(ctx, slog.LevelDebug, "message changed nothing",
-		slog.String("user_id", string(u.UserID)), slog.String("outcome", o.String()),
-		slog.String("sequence", u.Sequence), slog.Time("observed_at", u.ObservedAt))
+	attrs := []slog.Attr{slog.String("user_id", string(u.UserID)), slog.String("outcome", o.String())}
+	if why != "" {
+		attrs = append(attrs, slog.String("why", why))
+	}
+	attrs = append(attrs, slog.String("sequence", u.Sequence), slog.Time("observed_at", u.ObservedAt))
+	c.log.LogAttrs(ctx, slog.LevelDebug, "message changed nothing", attrs...)
 }
 
 // apply updates the user's state under the lock and hands a changed state to
@@ -171,14 +172,22 @@ func (c *Core) apply(u presence.Update, source string, done func(Outcome)) Outco
 	if u.UnknownActivity != "" {
 		c.logOnce("activity:"+u.UnknownActivity, "unknown activity value; showing PresenceUnknown", slog.String("value", u.UnknownActivity))
 	}
-	if usr.hasLast && presence.Compare(usr.last, u) <= 0 {
-		return Stale
+	if usr.hasLast {
+		switch cmp := presence.Compare(usr.last, u); {
+		case cmp < 0:
+			c.logNothing(u, Stale, "older than the state shown")
+			return Stale
+		case cmp == 0:
+			c.logNothing(u, Stale, "duplicate")
+			return Stale
+		}
 	}
 	same := usr.hasLast && usr.last.SameState(u)
 	usr.last, usr.hasLast = u, true
 	usr.expiresAt = u.ExpiresAt
 	c.scheduleExpiry(u.ExpiresAt)
 	if same && usr.state.Online {
+		c.logNothing(u, Heartbeat, "")
 		return Heartbeat
 	}
 	usr.state = State{

@@ -581,3 +581,38 @@ func TestSinksNeverSeeOlderVersions(t *testing.T) {
 		r.mu.Unlock()
 	}
 }
+
+// TestOutcomesThatChangeNothingAreLoggedAtDebug: a person looking at debug
+// logs can see why a message changed nothing (stale, duplicate, heartbeat),
+// with the user, the sequence and observedAt; at info level nothing.
+func TestOutcomesThatChangeNothingAreLoggedAtDebug(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var buf bytes.Buffer
+		c, err := New(Options{Users: []presence.UserID{alex}, Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: level}))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Submit(update(alex, presence.AvailabilityBusy, 5), "test", func(Outcome) {})
+		c.Submit(update(alex, presence.AvailabilityAway, 4), "test", func(Outcome) {}) // stale
+		c.Submit(update(alex, presence.AvailabilityBusy, 5), "test", func(Outcome) {}) // duplicate
+		hb := update(alex, presence.AvailabilityBusy, 5)
+		hb.ObservedAt = hb.ObservedAt.Add(time.Minute)
+		c.Submit(hb, "test", func(Outcome) {}) // heartbeat
+		out := buf.String()
+		if level == slog.LevelInfo {
+			if strings.Contains(out, "changed nothing") {
+				t.Errorf("logged at info level:\n%s", out)
+			}
+			continue
+		}
+		for _, want := range []string{
+			`outcome=stale why="older than the state shown" sequence=4 observed_at=2026-11-26T20:00:04`,
+			"outcome=stale why=duplicate sequence=5 observed_at=2026-11-26T20:00:05",
+			"outcome=heartbeat sequence=5 observed_at=2026-11-26T20:01:05",
+		} {
+			if !strings.Contains(out, want) || !strings.Contains(out, "user_id="+string(alex)) {
+				t.Errorf("debug log lacks %q:\n%s", want, out)
+			}
+		}
+	}
+}
