@@ -849,3 +849,22 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaAcceptsAClearedMQTTURL: Home Assistant's options form sends ""
+// (or blanks) for a cleared text field; the schema must take it (the
+// bridge then asks the Supervisor for its broker) and still refuse a URL of
+// another scheme.
+func TestSchemaAcceptsAClearedMQTTURL(t *testing.T) {
+	m := decodeYAML(t, "config.yaml")
+	typ := strings.TrimSuffix(m["schema"].(map[string]any)["mqtt"].(map[string]any)["url"].(string), "?")
+	for _, ok := range []string{"", " ", "tcp://core-mosquitto:1883", "ssl://broker.lan:8883", "wss://h:443/mqtt"} {
+		if err := checkLeaf(typ, ok); err != nil {
+			t.Errorf("mqtt.url %q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"http://broker:1883", "broker:1883", "tcp://a b"} {
+		if err := checkLeaf(typ, bad); err == nil {
+			t.Errorf("mqtt.url %q accepted", bad)
+		}
+	}
+}
