@@ -30,7 +30,7 @@ type printer struct {
 	out   io.Writer
 	users []config.User
 	avail map[string]string // last availability shown per user
-	flush chan string        // markers of flush, as they arrive
+	flush chan string       // markers of flush, as they arrive
 }
 
 // flushTopic carries the printer's own markers.
