@@ -103,7 +103,8 @@ type Store interface {
 	Account(ctx context.Context, id presence.UserID) (Account, error)
 	// PutAccount creates or replaces a person.
 	PutAccount(ctx context.Context, a Account) error
-	// DeleteAccount forgets a person: account, token cache and presence.
+	// DeleteAccount forgets a person: account, token cache, presence and
+	// subscription record.
 	// Deleting an unknown person is ErrNotFound.
 	DeleteAccount(ctx context.Context, id presence.UserID) error
 	// TokenCache returns the person's sealed token cache, nil when none.
@@ -116,6 +117,24 @@ type Store interface {
 	// PutPresence writes the record if its current ETag is ifMatch ("":
 	// only if none exists), and returns the new ETag, or ErrConflict.
 	PutPresence(ctx context.Context, id presence.UserID, rec PresenceRecord, ifMatch ETag) (ETag, error)
+
+	// Subscriptions lists every person's change-notification subscription
+	// record, ordered by user id.
+	Subscriptions(ctx context.Context) ([]Subscription, error)
+	// Subscription returns the person's subscription record and its ETag;
+	// a person without one gives the zero record and "".
+	Subscription(ctx context.Context, id presence.UserID) (Subscription, ETag, error)
+	// PutSubscription writes the record if its current ETag is ifMatch ("":
+	// only if none exists), and returns the new ETag, or ErrConflict.
+	// DeleteAccount removes it with the person.
+	PutSubscription(ctx context.Context, id presence.UserID, s Subscription, ifMatch ETag) (ETag, error)
+	// KeyRing returns the sealed key ring of change notifications (the
+	// RSA keys their resource data is encrypted to) and its ETag; nil and
+	// "" when none was stored yet.
+	KeyRing(ctx context.Context) ([]byte, ETag, error)
+	// PutKeyRing replaces it if its current ETag is ifMatch ("": only if
+	// none exists), and returns the new ETag, or ErrConflict.
+	PutKeyRing(ctx context.Context, sealed []byte, ifMatch ETag) (ETag, error)
 }
 
 // PresenceReader reads presence from Graph (graph.Client is one). Me reads
