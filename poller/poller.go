@@ -69,6 +69,18 @@ type PresenceRecord struct {
 	PublishedAt time.Time `json:"publishedAt"`
 	// Pending are messages not yet accepted by Service Bus, oldest first.
 	Pending []Pending `json:"pending,omitempty"`
+	// Seen is the highest sequenceNumber seen for the person when it is
+	// newer than Last's (a read or a notification of the same state), so
+	// that a notification older than it is not taken for a change.
+	Seen string `json:"seen,omitempty"`
+}
+
+// seen is the highest sequence number known for the person.
+func (r PresenceRecord) seen() string {
+	if r.Seen != "" && (r.Last.Sequence == "" || presence.Compare(presence.Update{Sequence: r.Last.Sequence}, presence.Update{Sequence: r.Seen}) > 0) {
+		return r.Seen
+	}
+	return r.Last.Sequence
 }
 
 // Pending is one message waiting to be published, stored as it will be
