@@ -184,6 +184,10 @@ type AccountView struct {
 	State        State           `json:"state"`
 	Availability string          `json:"availability"`
 	LastChange   *time.Time      `json:"lastChange"`
+	// Notifications is the state of the person's change notifications:
+	// "subscribed until <time>", or "polled: <reason>" when no
+	// subscription works; empty when none was tried (notifications off).
+	Notifications string `json:"notifications,omitempty"`
 }
 
 // ListAccounts builds the accounts listing from the store.
@@ -203,6 +207,13 @@ func ListAccounts(ctx context.Context, s Store) ([]AccountView, error) {
 			v.Availability = rec.Last.Availability.String()
 			lc := rec.LastChange.UTC()
 			v.LastChange = &lc
+		}
+		sub, stag, err := s.Subscription(ctx, a.UserID)
+		if err != nil {
+			return nil, err
+		}
+		if stag != "" {
+			v.Notifications = sub.Describe(time.Now())
 		}
 		out = append(out, v)
 	}

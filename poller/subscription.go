@@ -45,3 +45,17 @@ type Subscription struct {
 func (s Subscription) Healthy(now time.Time) bool {
 	return s.ID != "" && s.Failure == "" && now.Before(s.ExpiresAt)
 }
+
+// Describe says, for the accounts listing, whether notifications cover the
+// person, or why they are polled.
+func (s Subscription) Describe(now time.Time) string {
+	switch {
+	case s.Healthy(now):
+		return "subscribed until " + s.ExpiresAt.UTC().Format(time.RFC3339)
+	case s.Failure != "":
+		return "polled: " + s.Failure
+	case s.ID != "":
+		return "polled: the subscription lapsed; it is being made again"
+	}
+	return "polled: the subscription is being made"
+}
