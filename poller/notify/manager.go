@@ -58,7 +58,10 @@ type ManagerOptions struct {
 	Concurrency int
 	// TickEvery; default DefaultTickEvery.
 	TickEvery time.Duration
-	Logger    *slog.Logger
+	// Skip, when set, names people who get no subscription (the people of
+	// app-only tenants: application permissions cannot subscribe).
+	Skip   func(poller.Account) bool
+	Logger *slog.Logger
 }
 
 // Manager keeps one subscription per signed-in person: it creates a
@@ -188,8 +191,8 @@ func (m *Manager) Tick(ctx context.Context) (TickSummary, error) {
 	var jobs []job
 	for _, a := range accounts {
 		rec, known := byUser[a.UserID]
-		if a.State == poller.StateSignInRequired {
-			continue // their token no longer works: the subscription lapses
+		if a.State == poller.StateSignInRequired || m.o.Skip != nil && m.o.Skip(a) {
+			continue // their token no longer works, or they cannot subscribe
 		}
 		if known && now.Before(rec.RetryAt) {
 			continue
