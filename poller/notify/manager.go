@@ -247,7 +247,7 @@ func (m *Manager) Tick(ctx context.Context) (TickSummary, error) {
 	wg.Wait()
 	sum.Created, sum.Renewed, sum.Recreated, sum.Failed = int(created.Load()), int(renewed.Load()), int(recreated.Load()), int(failed.Load())
 	sum.Healthy += sum.Created + sum.Renewed + sum.Recreated
-	if err := m.retire(ctx); err != nil {
+	if err := m.retire(ctx, subs); err != nil {
 		m.log.Warn("old notification keys not retired", "err", err)
 	}
 	level := slog.LevelDebug
@@ -259,12 +259,11 @@ func (m *Manager) Tick(ctx context.Context) (TickSummary, error) {
 	return sum, nil
 }
 
-// retire drops the keys no subscription uses any more.
-func (m *Manager) retire(ctx context.Context) error {
-	subs, err := m.o.Store.Subscriptions(ctx)
-	if err != nil {
-		return err
-	}
+// retire drops the keys no subscription uses any more. subs is the list
+// the pass began with: a subscription the pass moved off an old key keeps
+// that key one pass longer, which is harmless (new subscriptions use the
+// current key, which is never retired).
+func (m *Manager) retire(ctx context.Context, subs []poller.Subscription) error {
 	inUse := map[string]bool{}
 	now := time.Now()
 	for _, s := range subs {

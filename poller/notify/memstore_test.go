@@ -17,8 +17,11 @@ type memStore struct {
 	mu       sync.Mutex
 	accounts map[presence.UserID]poller.Account
 	caches   map[presence.UserID][]byte
-	recs     map[string][]byte // "p:<id>" presence, "s:<id>" subscription, "ring"
+	recs     map[string][]byte // "p:<id>" presence, "ring"
 	tags     map[string]int
+	subs     map[presence.UserID]poller.Subscription // a flat struct: kept by value
+	pres     map[presence.UserID]poller.PresenceRecord // deep-copied in and out
+	sorted   []poller.Account // Accounts' answer, until an account changes
 	writes   map[string]int
 	// fail, when set, makes writes of that kind fail.
 	fail map[string]error
@@ -26,7 +29,8 @@ type memStore struct {
 
 func newMemStore() *memStore {
 	return &memStore{accounts: map[presence.UserID]poller.Account{}, caches: map[presence.UserID][]byte{},
-		recs: map[string][]byte{}, tags: map[string]int{}, writes: map[string]int{}, fail: map[string]error{}}
+		recs: map[string][]byte{}, tags: map[string]int{}, writes: map[string]int{}, fail: map[string]error{},
+		subs: map[presence.UserID]poller.Subscription{}, pres: map[presence.UserID]poller.PresenceRecord{}}
 }
 
 func (s *memStore) Writes(kind string) int {
@@ -44,12 +48,13 @@ func (s *memStore) setFail(kind string, err error) {
 func (s *memStore) Accounts(context.Context) ([]poller.Account, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []poller.Account
-	for _, a := range s.accounts {
-		out = append(out, a)
+	if s.sorted == nil {
+		for _, a := range s.accounts {
+			s.sorted = append(s.sorted, a)
+		}
+		slices.SortFunc(s.sorted, func(a, b poller.Account) int { return compareIDs(a.UserID, b.UserID) })
 	}
-	slices.SortFunc(out, func(a, b poller.Account) int { return compareIDs(a.UserID, b.UserID) })
-	return out, nil
+	return slices.Clone(s.sorted), nil
 }
 
 func compareIDs(a, b presence.UserID) int {
@@ -77,6 +82,7 @@ func (s *memStore) PutAccount(_ context.Context, a poller.Account) error {
 	defer s.mu.Unlock()
 	s.writes["account"]++
 	s.accounts[a.UserID] = a
+	s.sorted = nil
 	return nil
 }
 
@@ -88,10 +94,13 @@ func (s *memStore) DeleteAccount(_ context.Context, id presence.UserID) error {
 	}
 	delete(s.accounts, id)
 	delete(s.caches, id)
+	delete(s.pres, id)
+	s.sorted = nil
 	for _, k := range []string{"p:" + string(id), "s:" + string(id)} {
 		delete(s.recs, k)
 		delete(s.tags, k)
 	}
+	delete(s.subs, id)
 	return nil
 }
 
@@ -146,46 +155,77 @@ func (s *memStore) put(kind, k string, v any, ifMatch poller.ETag) (poller.ETag,
 	return poller.ETag(strconv.Itoa(s.tags[k])), nil
 }
 
+func clonePresence(r poller.PresenceRecord) poller.PresenceRecord {
+	r.Pending = slices.Clone(r.Pending)
+	for i := range r.Pending {
+		r.Pending[i].Body = slices.Clone(r.Pending[i].Body)
+	}
+	return r
+}
+
 func (s *memStore) Presence(_ context.Context, id presence.UserID) (poller.PresenceRecord, poller.ETag, error) {
-	var rec poller.PresenceRecord
-	tag, err := s.get("p:"+string(id), &rec)
-	return rec, tag, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.pres[id]
+	if !ok {
+		return poller.PresenceRecord{}, "", nil
+	}
+	return clonePresence(rec), poller.ETag(strconv.Itoa(s.tags["p:"+string(id)])), nil
 }
 
 func (s *memStore) PutPresence(_ context.Context, id presence.UserID, rec poller.PresenceRecord, ifMatch poller.ETag) (poller.ETag, error) {
-	return s.put("presence", "p:"+string(id), rec, ifMatch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fail["presence"]; err != nil {
+		return "", err
+	}
+	k := "p:" + string(id)
+	_, exists := s.pres[id]
+	if cur := poller.ETag(strconv.Itoa(s.tags[k])); (exists && cur != ifMatch) || (!exists && ifMatch != "") {
+		return "", poller.ErrConflict
+	}
+	s.writes["presence"]++
+	s.tags[k]++
+	s.pres[id] = clonePresence(rec)
+	return poller.ETag(strconv.Itoa(s.tags[k])), nil
 }
 
 func (s *memStore) Subscriptions(context.Context) ([]poller.Subscription, error) {
 	s.mu.Lock()
-	var keys []string
-	for k := range s.recs {
-		if len(k) > 2 && k[:2] == "s:" {
-			keys = append(keys, k)
-		}
+	defer s.mu.Unlock()
+	out := make([]poller.Subscription, 0, len(s.subs))
+	for _, sub := range s.subs {
+		out = append(out, sub)
 	}
-	s.mu.Unlock()
-	slices.Sort(keys)
-	var out []poller.Subscription
-	for _, k := range keys {
-		var sub poller.Subscription
-		if tag, err := s.get(k, &sub); err != nil {
-			return nil, err
-		} else if tag != "" {
-			out = append(out, sub)
-		}
-	}
+	slices.SortFunc(out, func(a, b poller.Subscription) int { return compareIDs(a.UserID, b.UserID) })
 	return out, nil
 }
 
 func (s *memStore) Subscription(_ context.Context, id presence.UserID) (poller.Subscription, poller.ETag, error) {
-	var sub poller.Subscription
-	tag, err := s.get("s:"+string(id), &sub)
-	return sub, tag, err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub, ok := s.subs[id]
+	if !ok {
+		return poller.Subscription{}, "", nil
+	}
+	return sub, poller.ETag(strconv.Itoa(s.tags["s:"+string(id)])), nil
 }
 
 func (s *memStore) PutSubscription(_ context.Context, id presence.UserID, sub poller.Subscription, ifMatch poller.ETag) (poller.ETag, error) {
-	return s.put("subscription", "s:"+string(id), sub, ifMatch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.fail["subscription"]; err != nil {
+		return "", err
+	}
+	k := "s:" + string(id)
+	_, exists := s.subs[id]
+	if cur := poller.ETag(strconv.Itoa(s.tags[k])); (exists && cur != ifMatch) || (!exists && ifMatch != "") {
+		return "", poller.ErrConflict
+	}
+	s.writes["subscription"]++
+	s.tags[k]++
+	s.subs[id] = sub
+	return poller.ETag(strconv.Itoa(s.tags[k])), nil
 }
 
 func (s *memStore) KeyRing(context.Context) ([]byte, poller.ETag, error) {
