@@ -31,14 +31,19 @@ type Options struct {
 	// still pending. Default 2 s.
 	Grace  time.Duration
 	Logger *slog.Logger
-	// Notified, when set, tells which people a healthy change-notification
+	// Covered, when set, tells which people a healthy change-notification
 	// subscription covers (poller/notify's Manager.Covered). A cycle reads
 	// such a person only once ReconcileInterval has passed since their last
-	// read; in between it only publishes what is pending and heartbeats.
-	Notified func(ctx context.Context) (map[presence.UserID]bool, error)
+	// read; in between it only opens their received notifications,
+	// publishes what is pending and heartbeats.
+	Covered func(ctx context.Context) (map[presence.UserID]bool, error)
 	// ReconcileInterval is how often a covered person is still read
 	// (Graph can miss or drop notifications); default 5 minutes.
 	ReconcileInterval time.Duration
+	// Open reads a received change notification's content (poller/notify
+	// decrypts and checks it) into the presence it carries; an error drops
+	// the notification (forged or damaged). Nil drops every one.
+	Open func(ctx context.Context, a Account, content []byte) (presence.Update, error)
 }
 
 // Engine runs refresh cycles. One cycle runs at a time; a second caller
@@ -55,8 +60,13 @@ type Engine struct {
 	lastRead sync.Map
 	// publishing serialises one person's publishes within this process
 	// (a cycle and a notification may both flush a person's pending
-	// messages), striped by user id.
+	// messages), striped by user id; opening serialises the opening of a
+	// person's received notifications.
 	publishing [64]sync.Mutex
+	opening    [64]sync.Mutex
+	// dropped remembers the reasons already logged for dropping a
+	// received notification.
+	dropped sync.Map
 }
 
 // New makes an Engine.
@@ -179,8 +189,20 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 		log.Warn("presence record unreadable", "err", err)
 		return err
 	}
-	// Publish what an earlier cycle (or process) left pending first, so
-	// that nothing goes out of order.
+	// Open what was received but not opened (a process stopped in
+	// between), then publish what an earlier cycle (or process) left
+	// pending first, so that nothing goes out of order.
+	if len(rec.Inbox) > 0 {
+		// This step reads the person anyway: a notification asking for a
+		// read is served by it.
+		if _, err := e.openInbox(ctx, a); err != nil {
+			log.Warn("received notifications not opened yet", "err", err)
+		}
+		if rec, tag, err = e.o.Store.Presence(ctx, a.UserID); err != nil {
+			c.failed.Add(1)
+			return err
+		}
+	}
 	if len(rec.Pending) > 0 {
 		if rec, tag, err = e.flush(ctx, a, rec, tag, c); err != nil {
 			c.failed.Add(1)

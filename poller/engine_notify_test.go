@@ -2,14 +2,18 @@ package poller_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
@@ -23,13 +27,36 @@ func (r *rig) account(t *testing.T, id presence.UserID) poller.Account {
 	return a
 }
 
-func (r *rig) notified(t *testing.T, u presence.Update) bool {
+// content is what the notification carries once decrypted (openJSON reads
+// it back: the rigs' Options.Open).
+func content(u presence.Update) []byte {
+	b, _ := json.Marshal(map[string]any{"id": string(u.UserID), "availability": u.Availability.String(), "activity": u.Activity.String(), "sequenceNumber": u.Sequence})
+	return b
+}
+
+func openJSON(_ context.Context, a poller.Account, b []byte) (presence.Update, error) {
+	return graph.ParsePresence(b, a.TenantID)
+}
+
+var inboundN atomic.Int64
+
+// receive stores u as a received notification with a fresh id (or id).
+func (r *rig) receive(t *testing.T, u presence.Update, id ...string) {
 	t.Helper()
-	ok, err := r.eng.Notified(t.Context(), r.account(t, u.UserID), u)
-	if err != nil {
+	in := poller.Inbound{ID: fmt.Sprint("n-", inboundN.Add(1)), Content: content(u), ReceivedAt: time.Now()}
+	if len(id) > 0 {
+		in.ID = id[0]
+	}
+	if err := r.eng.Receive(t.Context(), r.account(t, u.UserID), in); err != nil {
 		t.Fatal(err)
 	}
-	return ok
+}
+
+func (r *rig) process(t *testing.T, id presence.UserID) {
+	t.Helper()
+	if err := r.eng.Process(t.Context(), r.account(t, id)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func states(t *testing.T, msgs []poller.Message) []string {
@@ -42,58 +69,112 @@ func states(t *testing.T, msgs []poller.Message) []string {
 	return out
 }
 
-// TestNotifiedRecordsBeforePublishing: a notified presence is stored as
-// pending (what the webhook waits for before it answers Graph) and goes to
-// Service Bus only on Publish, with Graph's sequence number in the body.
-func TestNotifiedRecordsBeforePublishing(t *testing.T) {
+// TestReceivedThenOpenedAndPublished: a received notification is stored
+// as such (what the webhook waits for before it answers Graph); Process
+// opens it, records the change and publishes it with Graph's sequence
+// number, without a Graph read.
+func TestReceivedThenOpenedAndPublished(t *testing.T) {
 	r := newRig(t, alex)
-	if !r.notified(t, update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5)) {
-		t.Fatal("a first presence was not recorded")
-	}
+	r.receive(t, update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5))
 	rec, _, _ := r.store.Presence(t.Context(), alex)
-	if len(rec.Pending) != 1 || len(r.pub.messages()) != 0 {
-		t.Fatalf("pending %d, published %d: want 1 pending, nothing published", len(rec.Pending), len(r.pub.messages()))
+	if len(rec.Inbox) != 1 || len(r.pub.messages()) != 0 {
+		t.Fatalf("inbox %d, published %d: want 1 received, nothing published", len(rec.Inbox), len(r.pub.messages()))
 	}
-	if err := r.eng.Publish(t.Context(), r.account(t, alex)); err != nil {
-		t.Fatal(err)
-	}
+	r.process(t, alex)
 	if got := states(t, r.pub.messages()); !slices.Equal(got, []string{"Busy/05"}) {
 		t.Fatalf("published %v", got)
 	}
-	if rec, _, _ := r.store.Presence(t.Context(), alex); len(rec.Pending) != 0 || rec.PublishedAt.IsZero() {
-		t.Fatalf("after publish: %+v", rec)
+	if rec, _, _ := r.store.Presence(t.Context(), alex); len(rec.Inbox)+len(rec.Pending) != 0 || rec.PublishedAt.IsZero() {
+		t.Fatalf("after processing: %+v", rec)
 	}
 	if r.graph.wasRead(alex) {
 		t.Error("a notified change read Graph")
 	}
 }
 
-// TestNotificationsDuplicatedAndReordered: duplicates, and a notification
-// older (by sequenceNumber) than one already recorded, change nothing, so
-// an older presence is never published after a newer one.
-func TestNotificationsDuplicatedAndReordered(t *testing.T) {
+// TestReceiveDedupesAndBounds: a redelivery of a notification still
+// waiting is stored once; a person with MaxInbox waiting gets
+// ErrInboxFull.
+func TestReceiveDedupesAndBounds(t *testing.T) {
 	r := newRig(t, alex)
-	a := r.account(t, alex)
-	for _, tc := range []struct {
-		u    presence.Update
-		want bool
-	}{
-		{update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5), true},
-		{update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5), false},        // duplicate
-		{update(alex, presence.AvailabilityAway, presence.ActivityAway, 7), true},            // newer
-		{update(alex, presence.AvailabilityAvailable, presence.ActivityAvailable, 6), false}, // older, late
-		{update(alex, presence.AvailabilityAway, presence.ActivityAway, 7), false},           // duplicate of the newest
-		{update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5), false},        // a retry of the first
-	} {
-		if got := r.notified(t, tc.u); got != tc.want {
-			t.Errorf("%s/%s: recorded %v, want %v", tc.u.Availability, tc.u.Sequence, got, tc.want)
+	u := update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5)
+	r.receive(t, u, "same")
+	r.receive(t, u, "same")
+	if rec, _, _ := r.store.Presence(t.Context(), alex); len(rec.Inbox) != 1 {
+		t.Fatalf("inbox %d after a redelivery, want 1", len(rec.Inbox))
+	}
+	for i := 1; i < poller.MaxInbox; i++ {
+		r.receive(t, u)
+	}
+	err := r.eng.Receive(t.Context(), r.account(t, alex), poller.Inbound{ID: "one-too-many", Content: content(u)})
+	if !errors.Is(err, poller.ErrInboxFull) {
+		t.Fatalf("receive past MaxInbox: %v", err)
+	}
+}
+
+// TestNotificationsDuplicatedAndReordered: notifications delivered newest
+// first and twice never publish an older presence after a newer one.
+// Opened together they go out in Graph's order (by sequence number);
+// opened one at a time, a late older one, and every duplicate, change
+// nothing.
+func TestNotificationsDuplicatedAndReordered(t *testing.T) {
+	ups := []presence.Update{
+		update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5),
+		update(alex, presence.AvailabilityAway, presence.ActivityAway, 7),
+		update(alex, presence.AvailabilityAvailable, presence.ActivityAvailable, 6),
+		update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5),
+		update(alex, presence.AvailabilityAway, presence.ActivityAway, 7),
+	}
+	t.Run("opened together", func(t *testing.T) {
+		r := newRig(t, alex)
+		for _, u := range ups {
+			r.receive(t, u)
+		}
+		r.process(t, alex)
+		if got := states(t, r.pub.messages()); !slices.Equal(got, []string{"Busy/05", "Available/06", "Away/07"}) {
+			t.Fatalf("published %v, want Busy/05, Available/06, Away/07", got)
+		}
+	})
+	t.Run("opened one at a time", func(t *testing.T) {
+		r := newRig(t, alex)
+		for _, u := range ups {
+			r.receive(t, u)
+			r.process(t, alex)
+		}
+		if got := states(t, r.pub.messages()); !slices.Equal(got, []string{"Busy/05", "Away/07"}) {
+			t.Fatalf("published %v, want Busy/05 then Away/07", got)
+		}
+	})
+}
+
+// TestSameMillisecondChangesGetTheirOwnIDs: two changes received in the
+// same millisecond get distinct message ids (an equal id would make
+// Service Bus drop the second as a duplicate).
+func TestSameMillisecondChangesGetTheirOwnIDs(t *testing.T) {
+	r := newRig(t, alex)
+	at := time.Now()
+	for i, u := range []presence.Update{update(alex, presence.AvailabilityBusy, presence.ActivityBusy, 1), update(alex, presence.AvailabilityAway, presence.ActivityAway, 2)} {
+		if err := r.eng.Receive(t.Context(), r.account(t, alex), poller.Inbound{ID: fmt.Sprint(i), Content: content(u), ReceivedAt: at}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if err := r.eng.Publish(t.Context(), a); err != nil {
-		t.Fatal(err)
+	r.process(t, alex)
+	msgs := r.pub.messages()
+	if len(msgs) != 2 || msgs[0].ID == msgs[1].ID {
+		t.Fatalf("messages %v", msgs)
 	}
-	if got := states(t, r.pub.messages()); !slices.Equal(got, []string{"Busy/05", "Away/07"}) {
-		t.Fatalf("published %v, want Busy/05 then Away/07", got)
+}
+
+// TestReceivedAreOpenedByTheNextCycle: notifications received by a process
+// that stopped before opening them are opened by the next cycle.
+func TestReceivedAreOpenedByTheNextCycle(t *testing.T) {
+	r := newRig(t, alex)
+	r.receive(t, update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5))
+	r.graph.set(update(alex, presence.AvailabilityBusy, presence.ActivityInACall, 5))
+	r.eng = poller.New(poller.Options{Store: r.store, Reader: r.graph, Publisher: r.pub, Tokens: r.tok, Open: openJSON})
+	r.cycle(t)
+	if got := states(t, r.pub.messages()); !slices.Equal(got, []string{"Busy/05"}) {
+		t.Fatalf("published %v", got)
 	}
 }
 
@@ -111,11 +192,10 @@ func TestSameStateWithNewerSequenceGuards(t *testing.T) {
 		if s := r.cycle(t); s.Published != 0 {
 			t.Fatalf("same state published: %+v", s)
 		}
-		if r.notified(t, update(alex, presence.AvailabilityAway, presence.ActivityAway, 6)) {
-			t.Fatal("a notification older than the last read was recorded")
-		}
+		r.receive(t, update(alex, presence.AvailabilityAway, presence.ActivityAway, 6))
+		r.process(t, alex)
 		if n := len(r.pub.messages()); n != 1 {
-			t.Fatalf("%d messages, want 1", n)
+			t.Fatalf("%d messages, want 1: a notification older than the last read was published", n)
 		}
 	})
 }
@@ -130,7 +210,8 @@ func TestCoveredPeopleReadEveryReconcileInterval(t *testing.T) {
 		r := newRig(t, alex, sam)
 		r.eng = poller.New(poller.Options{Store: r.store, Reader: r.graph, Publisher: r.pub, Tokens: r.tok, Heartbeat: 15 * time.Minute,
 			ReconcileInterval: 5 * time.Minute,
-			Notified: func(context.Context) (map[presence.UserID]bool, error) {
+			Open:              openJSON,
+			Covered: func(context.Context) (map[presence.UserID]bool, error) {
 				return map[presence.UserID]bool{alex: true}, nil
 			}})
 		r.graph.set(update(alex, presence.AvailabilityBusy, presence.ActivityBusy, 1))
@@ -164,8 +245,8 @@ func TestCoveredPeopleReadEveryReconcileInterval(t *testing.T) {
 			t.Errorf("alex: %d messages, want 2 (first presence, one heartbeat)", alexMsgs)
 		}
 		r.pub.setDown(true)
-		r.notified(t, update(alex, presence.AvailabilityAway, presence.ActivityAway, 2))
-		_ = r.eng.Publish(t.Context(), r.account(t, alex))
+		r.receive(t, update(alex, presence.AvailabilityAway, presence.ActivityAway, 2))
+		_ = r.eng.Process(t.Context(), r.account(t, alex))
 		r.pub.setDown(false)
 		r.cycle(t)
 		if rec, _, _ := r.store.Presence(t.Context(), alex); len(rec.Pending) != 0 {
@@ -174,12 +255,13 @@ func TestCoveredPeopleReadEveryReconcileInterval(t *testing.T) {
 	})
 }
 
-// TestNotificationsRaceCycles: notifications in random order and
-// duplicated, concurrent with cycles reading Graph, publish every person's
-// presences in increasing sequence order, each at most once, ending on
-// the newest.
+// TestNotificationsRaceCycles: notifications received in random order and
+// twice, opened concurrently with cycles reading Graph, publish the
+// person's presences in increasing sequence order, each at most once,
+// ending on the newest state.
 func TestNotificationsRaceCycles(t *testing.T) {
 	r := newRig(t, alex)
+	r.eng = poller.New(poller.Options{Store: r.store, Reader: r.graph, Publisher: r.pub, Tokens: r.tok, Open: openJSON})
 	a := r.account(t, alex)
 	const n = 40
 	var ups []presence.Update
@@ -193,10 +275,11 @@ func TestNotificationsRaceCycles(t *testing.T) {
 		wg.Go(func() {
 			rnd := rand.New(rand.NewPCG(uint64(w), 1))
 			for _, i := range rnd.Perm(n) {
-				if _, err := r.eng.Notified(t.Context(), a, ups[i]); err != nil {
+				in := poller.Inbound{ID: fmt.Sprint(i), Content: content(ups[i]), ReceivedAt: time.Now()}
+				if err := r.eng.Receive(t.Context(), a, in); err != nil {
 					t.Error(err)
 				}
-				_ = r.eng.Publish(t.Context(), a)
+				_ = r.eng.Process(t.Context(), a)
 			}
 		})
 	}
@@ -208,12 +291,13 @@ func TestNotificationsRaceCycles(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	_ = r.eng.Publish(t.Context(), a)
-	msgs := r.pub.messages()
+	_ = r.eng.Process(t.Context(), a)
 	var last string
+	var final presence.Update
 	seen := map[string]bool{}
-	for _, m := range msgs {
+	for _, m := range r.pub.messages() {
 		u := decode(t, m)
+		final = u
 		if seen[m.ID] {
 			t.Fatalf("message %s published twice", m.ID)
 		}
@@ -223,7 +307,9 @@ func TestNotificationsRaceCycles(t *testing.T) {
 		}
 		last = u.Sequence
 	}
-	if last != ups[n-1].Sequence {
-		t.Fatalf("ended on %s, want %s", last, ups[n-1].Sequence)
+	// The newest state is shown (under the sequence number that first
+	// showed it: a newer one of the same state is no change).
+	if !final.SameState(ups[n-1]) {
+		t.Fatalf("ended on %s (sequence %s), want %s", final.Availability, last, ups[n-1].Availability)
 	}
 }

@@ -69,10 +69,24 @@ type PresenceRecord struct {
 	PublishedAt time.Time `json:"publishedAt"`
 	// Pending are messages not yet accepted by Service Bus, oldest first.
 	Pending []Pending `json:"pending,omitempty"`
+	// Inbox holds change notifications received but not opened yet
+	// (decrypted and applied), oldest first: the webhook answers Graph once
+	// a notification is here, and the engine opens it just after.
+	Inbox []Inbound `json:"inbox,omitempty"`
 	// Seen is the highest sequenceNumber seen for the person when it is
 	// newer than Last's (a read or a notification of the same state), so
 	// that a notification older than it is not taken for a change.
 	Seen string `json:"seen,omitempty"`
+}
+
+// Inbound is one change notification as received, waiting to be opened.
+type Inbound struct {
+	// ID is unique per notification (Graph's notification id, else a hash
+	// of its content): a redelivery is recognised while still here.
+	ID string `json:"id"`
+	// Content is opaque to the engine (Options.Open reads it).
+	Content    []byte    `json:"content"`
+	ReceivedAt time.Time `json:"receivedAt"`
 }
 
 // seen is the highest sequence number known for the person.

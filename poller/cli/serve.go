@@ -138,7 +138,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		if n, err = newNotifications(cfg, store, tokens, o.HTTPClient, logger); err != nil {
 			return fail(err)
 		}
-		eo.Notified, eo.ReconcileInterval = n.manager.Covered, cfg.Graph.ReconcileInterval.Std()
+		eo.Covered, eo.Open, eo.ReconcileInterval = n.manager.Covered, n.keys.Open, cfg.Graph.ReconcileInterval.Std()
 	}
 	engine := poller.New(eo)
 	onboarder := &poller.Onboarder{Namespaces: managers, Subscriptions: cfg.ServiceBus.Subscriptions, ListenKeys: cfg.ServiceBus.ListenKeys}

@@ -15,8 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/poller/signin"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 // Key-ring defaults.
@@ -323,3 +325,32 @@ func (k *Key) Thumbprint() string {
 	sum := sha1.Sum(k.Certificate)
 	return fmt.Sprintf("%X", sum[:])
 }
+
+// Open is poller.Options.Open: it decrypts a received notification's
+// encryptedContent with the key its certificate id names and reads the
+// presence in it, which must be the person's.
+func (r *KeyRing) Open(ctx context.Context, a poller.Account, content []byte) (presence.Update, error) {
+	var c EncryptedContent
+	if err := json.Unmarshal(content, &c); err != nil {
+		return presence.Update{}, fmt.Errorf("notify: received content: %w", err)
+	}
+	k, err := r.Get(ctx, c.EncryptionCertificateID)
+	if err != nil {
+		return presence.Update{}, err
+	}
+	plain, err := k.Decrypt(c)
+	if err != nil {
+		return presence.Update{}, err
+	}
+	u, err := graph.ParsePresence(plain, a.TenantID)
+	if err != nil {
+		return presence.Update{}, err
+	}
+	if u.UserID != a.UserID {
+		return presence.Update{}, ErrOtherPerson
+	}
+	return u, nil
+}
+
+// ErrOtherPerson: the decrypted presence is not the subscription's person.
+var ErrOtherPerson = errors.New("notify: the data is about someone else")

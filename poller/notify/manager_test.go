@@ -42,8 +42,9 @@ func newSim(t testing.TB, ring notify.KeyRingOptions, people ...presence.UserID)
 	}
 	s.keys = newRing(t, s.store, ring)
 	s.manager = notify.NewManager(notify.ManagerOptions{Store: s.store, API: s.api, Tokens: s.tok, Keys: s.keys, NotificationURL: "https://presence.example.com/notifications"})
-	s.engine = poller.New(poller.Options{Store: s.store, Reader: nopReader{}, Publisher: s.pub, Tokens: s.tok})
+	s.engine = poller.New(poller.Options{Store: s.store, Reader: nopReader{}, Publisher: s.pub, Tokens: s.tok, Open: s.keys.Open})
 	s.hook = notify.NewWebhook(notify.WebhookOptions{Store: s.store, Engine: s.engine, Keys: s.keys, Manager: s.manager})
+	t.Cleanup(func() { s.hook.Close(context.Background()) })
 	return s
 }
 
@@ -91,7 +92,7 @@ func (s *simRig) deliver(t testing.TB, body []byte) int {
 	t.Helper()
 	w := httptest.NewRecorder()
 	s.hook.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/notifications", strings.NewReader(string(body))))
-	s.hook.Close(context.Background())
+	s.hook.Settle(context.Background())
 	return w.Code
 }
 

@@ -19,9 +19,9 @@ type memStore struct {
 	caches   map[presence.UserID][]byte
 	recs     map[string][]byte // "p:<id>" presence, "ring"
 	tags     map[string]int
-	subs     map[presence.UserID]poller.Subscription // a flat struct: kept by value
+	subs     map[presence.UserID]poller.Subscription   // a flat struct: kept by value
 	pres     map[presence.UserID]poller.PresenceRecord // deep-copied in and out
-	sorted   []poller.Account // Accounts' answer, until an account changes
+	sorted   []poller.Account                          // Accounts' answer, until an account changes
 	writes   map[string]int
 	// fail, when set, makes writes of that kind fail.
 	fail map[string]error

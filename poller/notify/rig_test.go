@@ -155,7 +155,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}))
 	t.Cleanup(r.srv.Close)
 	reader := graph.New(graph.Options{Endpoint: r.graph.URL(), HTTPClient: r.graph.Client()})
-	r.engine = poller.New(poller.Options{Store: r.store, Reader: reader, Publisher: r.pub, Tokens: r.tok, Heartbeat: 15 * time.Minute, Logger: logger})
+	r.engine = poller.New(poller.Options{Store: r.store, Reader: reader, Publisher: r.pub, Tokens: r.tok, Heartbeat: 15 * time.Minute, Logger: logger, Open: r.keys.Open})
 	r.manager = notify.NewManager(notify.ManagerOptions{
 		Store: r.store, API: graph.NewSubscriptions(graph.SubscriptionsOptions{Endpoint: r.graph.URL(), HTTPClient: r.graph.Client()}),
 		Tokens: r.tok, Keys: r.keys, NotificationURL: r.srv.URL + "/notifications", Logger: logger,
@@ -214,9 +214,9 @@ func (r *rig) account(t *testing.T, id presence.UserID) poller.Account {
 	return a
 }
 
-// settle waits for the webhook's background publishes.
+// settle waits until the webhook processed what it received.
 func (r *rig) settle() {
-	r.hook.Close(context.Background())
+	r.hook.Settle(context.Background())
 }
 
 func (r *rig) srvDivert(h http.Handler) {

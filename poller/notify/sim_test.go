@@ -46,7 +46,7 @@ func TestSimulatedHoursOf1000People(t *testing.T) {
 		s := newSim(t, notify.KeyRingOptions{}, people...)
 		reader := &countingReader{}
 		eng := poller.New(poller.Options{Store: s.store, Reader: reader, Publisher: s.pub, Tokens: s.tok,
-			Notified: s.manager.Covered, ReconcileInterval: 5 * time.Minute})
+			Covered: s.manager.Covered, ReconcileInterval: 5 * time.Minute})
 		ctx := context.Background()
 		began := time.Now()
 		var readsHour2 int64

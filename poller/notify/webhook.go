@@ -2,18 +2,21 @@ package notify
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
@@ -32,8 +35,8 @@ const (
 
 // Recorder is the engine's side of notifications (*poller.Engine).
 type Recorder interface {
-	Notified(ctx context.Context, a poller.Account, u presence.Update) (bool, error)
-	Publish(ctx context.Context, a poller.Account) error
+	Receive(ctx context.Context, a poller.Account, in poller.Inbound) error
+	Process(ctx context.Context, a poller.Account) error
 	Refresh(ctx context.Context, a poller.Account) error
 }
 
@@ -53,68 +56,156 @@ type WebhookOptions struct {
 	Tokens *TokenValidator
 	// Budget; default DefaultBudget.
 	Budget time.Duration
-	Logger *slog.Logger
+	// Workers open and publish received notifications after the answer;
+	// default 4 × GOMAXPROCS (they wait on the store and Service Bus as
+	// much as they decrypt).
+	Workers int
+	Logger  *slog.Logger
 }
 
 // Webhook is the http.Handler of POST /notifications (SPEC §9). It echoes
 // a validation token; otherwise it checks the batch's validation tokens,
 // then each notification: its subscription is the person's current one
-// (or the one being created) and its clientState matches, its data decrypts
-// with the key its certificate id names and is about that person. The
-// changes are recorded in the store (ordered by sequenceNumber within the
-// batch) before it answers 202; then they are published. A notification
-// without a sequenceNumber, or without resource data, makes the person be
-// read instead (its order cannot be told). Anything forged changes nothing,
-// is answered 202 like the rest (or 400 for a body that is not a
-// notification collection), never 5xx, and is logged once per source and
-// reason. Only a store that cannot record a genuine change gets 503, so
-// that Graph delivers it again.
+// (or the one being created), its clientState matches and its certificate
+// id is one of the key ring's. It then stores each notification in the
+// person's record as received (poller.Engine.Receive) and answers 202:
+// the costly part, RSA decryption, is done after the answer by a pool of
+// workers (Engine.Process: decrypt, check the HMAC, apply in sequenceNumber
+// order, publish), so that answers stay fast however many notifications
+// arrive. A notification without resource data makes the person be read.
+// Anything forged changes nothing: refused before it is stored, or
+// dropped when opened; it is answered 202 like the rest (or 400 for a
+// body that is not a notification collection), never 5xx, and logged once
+// per source and reason. Only a store that cannot record a genuine
+// notification gets 503, so that Graph delivers it again.
 type Webhook struct {
 	o   WebhookOptions
 	log *slog.Logger
 
-	bg     context.Context
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
+	bg   context.Context
+	stop context.CancelFunc
+
 	mu     sync.Mutex
 	logged map[string]bool
+
+	// The work queue: people to process (or read), each once.
+	qmu     sync.Mutex
+	qcond   *sync.Cond
+	queue   []work
+	queued  map[work]bool
+	active  int
+	closing bool
+	workers sync.WaitGroup
+}
+
+type work struct {
+	id   presence.UserID
+	read bool
 }
 
 var _ http.Handler = (*Webhook)(nil)
 
-// NewWebhook makes the handler.
+// NewWebhook makes the handler and starts its workers.
 func NewWebhook(o WebhookOptions) *Webhook {
 	if o.Budget <= 0 {
 		o.Budget = DefaultBudget
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	bg, stop := context.WithCancel(context.Background())
-	return &Webhook{o: o, log: o.Logger, bg: bg, stop: stop, logged: map[string]bool{}}
+	h := &Webhook{o: o, log: o.Logger, bg: bg, stop: stop, logged: map[string]bool{}, queued: map[work]bool{}}
+	h.qcond = sync.NewCond(&h.qmu)
+	for range o.Workers {
+		h.workers.Go(h.worker)
+	}
+	return h
 }
 
-// Close waits for the publishes started after answering, up to ctx's end
-// (each is bounded by the engine's grace: a publish cut short stays
-// pending for the next cycle).
-func (h *Webhook) Close(ctx context.Context) {
+// Settle waits until every notification received so far was processed
+// (or ctx ends).
+func (h *Webhook) Settle(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
-		h.wg.Wait()
+		h.qmu.Lock()
+		for (len(h.queue) > 0 || h.active > 0) && !h.closing {
+			h.qcond.Wait()
+		}
+		h.qmu.Unlock()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		h.stop()
-		<-done
+		h.qmu.Lock()
+		h.qcond.Broadcast()
+		h.qmu.Unlock()
 	}
 }
 
-// item is one verified change.
-type item struct {
-	a poller.Account
-	u presence.Update
+// Close processes what was received, up to ctx's end, then stops the
+// workers; what is left stays received in the store, and the next cycle
+// (or process) opens it.
+func (h *Webhook) Close(ctx context.Context) {
+	h.Settle(ctx)
+	h.qmu.Lock()
+	h.closing = true
+	h.qcond.Broadcast()
+	h.qmu.Unlock()
+	h.stop()
+	h.workers.Wait()
+}
+
+func (h *Webhook) enqueue(a poller.Account, read bool) {
+	w := work{id: a.UserID, read: read}
+	h.qmu.Lock()
+	defer h.qmu.Unlock()
+	if h.closing || h.queued[w] {
+		return
+	}
+	h.queued[w] = true
+	h.queue = append(h.queue, w)
+	h.qcond.Broadcast()
+}
+
+func (h *Webhook) worker() {
+	for {
+		h.qmu.Lock()
+		for len(h.queue) == 0 && !h.closing {
+			h.qcond.Wait()
+		}
+		if h.closing {
+			h.qmu.Unlock()
+			return
+		}
+		w := h.queue[0]
+		h.queue = h.queue[1:]
+		delete(h.queued, w)
+		h.active++
+		h.qmu.Unlock()
+		h.do(w)
+		h.qmu.Lock()
+		h.active--
+		h.qcond.Broadcast()
+		h.qmu.Unlock()
+	}
+}
+
+func (h *Webhook) do(w work) {
+	a, err := h.o.Store.Account(h.bg, w.id)
+	if err != nil {
+		return // removed meanwhile
+	}
+	if w.read {
+		_ = h.o.Engine.Refresh(h.bg, a)
+		return
+	}
+	if err := h.o.Engine.Process(h.bg, a); err != nil && h.bg.Err() == nil {
+		h.log.Warn("received notifications not published yet; the next cycle retries", "user", a.UserID, "err", err)
+	}
 }
 
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -147,69 +238,43 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	var changes []item
+	received := time.Now().UTC()
+	process := map[presence.UserID]poller.Account{}
 	reads := map[presence.UserID]poller.Account{}
+	failed := false
 	for _, n := range c.Value {
 		if n.LifecycleEvent != "" {
 			h.lifecycle(ctx, src, n, reads)
 			continue
 		}
-		it, read, ok := h.change(ctx, src, n, tenants)
+		a, in, ok := h.change(ctx, src, n, tenants, received)
 		switch {
 		case !ok:
-		case read:
-			reads[it.a.UserID] = it.a
+		case in == nil:
+			reads[a.UserID] = a
 		default:
-			changes = append(changes, it)
-		}
-	}
-	// Oldest first within the batch, per person: a batch delivered in
-	// another order publishes in Graph's order.
-	slices.SortStableFunc(changes, func(x, y item) int {
-		if x.u.UserID != y.u.UserID {
-			return strings.Compare(string(x.u.UserID), string(y.u.UserID))
-		}
-		return -presence.Compare(presence.Update{Sequence: x.u.Sequence}, presence.Update{Sequence: y.u.Sequence})
-	})
-	publish := map[presence.UserID]poller.Account{}
-	failed := false
-	for _, it := range changes {
-		recorded, err := h.o.Engine.Notified(ctx, it.a, it.u)
-		if err != nil {
-			failed = true
-			h.log.Warn("notified presence not recorded", "user", it.a.UserID, "err", err)
-			continue
-		}
-		if recorded {
-			publish[it.a.UserID] = it.a
+			if err := h.o.Engine.Receive(ctx, a, *in); err != nil {
+				failed = true
+				h.log.Warn("notification not stored", "user", a.UserID, "err", err)
+				continue
+			}
+			process[a.UserID] = a
 		}
 	}
 	if failed {
-		// Graph delivers the batch again; what was recorded is then a
+		// Graph delivers the batch again; what was stored is then a
 		// duplicate, which changes nothing.
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, "the change could not be recorded; deliver it again", http.StatusServiceUnavailable)
+		http.Error(w, "the notification could not be stored; deliver it again", http.StatusServiceUnavailable)
 	} else {
 		w.WriteHeader(http.StatusAccepted)
 	}
-	for _, a := range publish {
-		h.background(func(ctx context.Context) {
-			if err := h.o.Engine.Publish(ctx, a); err != nil {
-				h.log.Warn("notified presence kept pending", "user", a.UserID, "err", err)
-			}
-		})
+	for _, a := range process {
+		h.enqueue(a, false)
 	}
 	for _, a := range reads {
-		h.background(func(ctx context.Context) { _ = h.o.Engine.Refresh(ctx, a) })
+		h.enqueue(a, true)
 	}
-}
-
-func (h *Webhook) background(fn func(context.Context)) {
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		fn(h.bg)
-	}()
 }
 
 // handshake answers Graph's validation request: the token, URL-decoded
@@ -271,53 +336,43 @@ func (h *Webhook) subscriber(ctx context.Context, id presence.UserID, n Notifica
 var (
 	errUnknownSubscription = errors.New("notify: unknown subscription")
 	errClientState         = errors.New("notify: wrong clientState")
-	errOtherPerson         = errors.New("notify: the data is about someone else")
 	errTenant              = errors.New("notify: no validation token for the notification's tenant")
 )
 
-// change verifies and decrypts one change notification. read is set when
-// the person is to be read instead (no data, or no sequence number).
-func (h *Webhook) change(ctx context.Context, src string, n Notification, tenants map[string]bool) (it item, read, ok bool) {
+// change verifies one change notification and returns what to store;
+// nil when the person is to be read instead (no resource data).
+func (h *Webhook) change(ctx context.Context, src string, n Notification, tenants map[string]bool, at time.Time) (poller.Account, *poller.Inbound, bool) {
 	id, err := n.UserID()
 	if err != nil {
 		h.refuse(src, "not a presence notification", err)
-		return item{}, false, false
+		return poller.Account{}, nil, false
 	}
 	a, err := h.subscriber(ctx, id, n)
 	if err != nil {
 		h.refuse(src, "notification refused", err)
-		return item{}, false, false
+		return poller.Account{}, nil, false
 	}
 	if n.EncryptedContent == nil {
-		return item{a: a}, true, true
+		return a, nil, true
 	}
 	if tenants != nil && !tenants[strings.ToLower(a.TenantID)] {
 		h.refuse(src, "notification refused", errTenant)
-		return item{}, false, false
+		return poller.Account{}, nil, false
 	}
-	key, err := h.o.Keys.Get(ctx, n.EncryptedContent.EncryptionCertificateID)
-	if err != nil {
+	if _, err := h.o.Keys.Get(ctx, n.EncryptedContent.EncryptionCertificateID); err != nil {
 		h.refuse(src, "notification refused", err)
-		return item{}, false, false
+		return poller.Account{}, nil, false
 	}
-	plain, err := key.Decrypt(*n.EncryptedContent)
+	content, err := json.Marshal(n.EncryptedContent)
 	if err != nil {
-		h.refuse(src, "notification refused", err)
-		return item{}, false, false
+		return poller.Account{}, nil, false
 	}
-	u, err := graph.ParsePresence(plain, a.TenantID)
-	if err != nil {
-		h.refuse(src, "notification refused", err)
-		return item{}, false, false
+	in := &poller.Inbound{ID: n.ID, Content: content, ReceivedAt: at}
+	if in.ID == "" {
+		sum := sha256.Sum256(content)
+		in.ID = base64.RawURLEncoding.EncodeToString(sum[:16])
 	}
-	if u.UserID != a.UserID {
-		h.refuse(src, "notification refused", errOtherPerson)
-		return item{}, false, false
-	}
-	if u.Sequence == "" {
-		return item{a: a}, true, true
-	}
-	return item{a: a, u: u}, false, true
+	return a, in, true
 }
 
 // lifecycle verifies a lifecycle notification (it names only its
