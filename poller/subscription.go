@@ -41,9 +41,10 @@ type Subscription struct {
 }
 
 // Healthy tells whether the subscription delivers notifications at now: it
-// exists, has not expired and has no failure outstanding.
+// exists, has not expired, has no failure outstanding and Graph did not
+// ask for reauthorization (until which it may hold notifications back).
 func (s Subscription) Healthy(now time.Time) bool {
-	return s.ID != "" && s.Failure == "" && now.Before(s.ExpiresAt)
+	return s.ID != "" && s.Failure == "" && !s.Reauthorize && now.Before(s.ExpiresAt)
 }
 
 // Describe says, for the accounts listing, whether notifications cover the
@@ -54,6 +55,8 @@ func (s Subscription) Describe(now time.Time) string {
 		return "subscribed until " + s.ExpiresAt.UTC().Format(time.RFC3339)
 	case s.Failure != "":
 		return "polled: " + s.Failure
+	case s.Reauthorize && now.Before(s.ExpiresAt):
+		return "polled: Graph asked to reauthorize the subscription; it is being renewed"
 	case s.ID != "":
 		return "polled: the subscription lapsed; it is being made again"
 	}

@@ -279,7 +279,11 @@ func (d *Daemon) Run(ctx context.Context, ready func(addr string)) error {
 	defer cancel()
 	_ = srv.Shutdown(stopCtx)
 	if d.Webhook != nil {
-		d.Webhook.Close(stopCtx)
+		// A second to open and publish what was received; the rest stays
+		// in the store for the next process.
+		wctx, wcancel := context.WithTimeout(stopCtx, time.Second)
+		d.Webhook.Close(wctx)
+		wcancel()
 	}
 	for _, done := range []chan struct{}{loopDone, subsDone} {
 		select {

@@ -147,8 +147,9 @@ func (h *Webhook) Settle(ctx context.Context) {
 }
 
 // Close processes what was received, up to ctx's end, then stops the
-// workers; what is left stays received in the store, and the next cycle
-// (or process) opens it.
+// workers and waits for them, also up to ctx's end; what is left stays
+// received (or pending) in the store, and the next cycle (or process)
+// opens and publishes it.
 func (h *Webhook) Close(ctx context.Context) {
 	h.Settle(ctx)
 	h.qmu.Lock()
@@ -156,7 +157,15 @@ func (h *Webhook) Close(ctx context.Context) {
 	h.qcond.Broadcast()
 	h.qmu.Unlock()
 	h.stop()
-	h.workers.Wait()
+	done := make(chan struct{})
+	go func() {
+		h.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 func (h *Webhook) enqueue(a poller.Account, read bool) {
