@@ -212,8 +212,8 @@ func TestRotationWithNotificationsInFlight(t *testing.T) {
 }
 
 // TestStoreDownAsksGraphToDeliverAgain: a genuine change the store cannot
-// record is answered 503 (Graph delivers it again), and the delivery
-// after the store is back is recorded and published once.
+// record, or check, is answered 503 (Graph delivers it again), and the
+// delivery after the store is back is recorded and published once.
 func TestStoreDownAsksGraphToDeliverAgain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		alex := person(1)
@@ -225,6 +225,11 @@ func TestStoreDownAsksGraphToDeliverAgain(t *testing.T) {
 			t.Fatalf("store down: %d, want 503", code)
 		}
 		s.store.setFail("presence", nil)
+		s.store.setFail("read", errors.New("store unreachable"))
+		if code := s.deliver(t, body); code != http.StatusServiceUnavailable {
+			t.Fatalf("store unreadable: %d, want 503", code)
+		}
+		s.store.setFail("read", nil)
 		for range 2 { // Graph's retry, and a duplicate of it
 			if code := s.deliver(t, body); code != http.StatusAccepted {
 				t.Fatalf("store back: %d", code)

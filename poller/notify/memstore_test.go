@@ -204,6 +204,9 @@ func (s *memStore) Subscriptions(context.Context) ([]poller.Subscription, error)
 func (s *memStore) Subscription(_ context.Context, id presence.UserID) (poller.Subscription, poller.ETag, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.fail["read"]; err != nil {
+		return poller.Subscription{}, "", err
+	}
 	sub, ok := s.subs[id]
 	if !ok {
 		return poller.Subscription{}, "", nil

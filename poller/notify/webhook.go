@@ -256,8 +256,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.lifecycle(ctx, src, n, reads)
 			continue
 		}
-		a, in, ok := h.change(ctx, src, n, tenants, received)
+		a, in, ok, err := h.change(ctx, src, n, tenants, received)
 		switch {
+		case err != nil:
+			failed = true
+			h.log.Warn("notification not checked: the store did not answer", "err", err)
 		case !ok:
 		case in == nil:
 			reads[a.UserID] = a
@@ -322,7 +325,7 @@ func (h *Webhook) checkTokens(ctx context.Context, src string, tokens []string) 
 func (h *Webhook) subscriber(ctx context.Context, id presence.UserID, n Notification) (poller.Account, error) {
 	rec, tag, err := h.o.Store.Subscription(ctx, id)
 	if err != nil {
-		return poller.Account{}, err
+		return poller.Account{}, &storeError{err}
 	}
 	switch {
 	case tag == "":
@@ -333,14 +336,23 @@ func (h *Webhook) subscriber(ctx context.Context, id presence.UserID, n Notifica
 		return poller.Account{}, errClientState
 	}
 	a, err := h.o.Store.Account(ctx, id)
-	if errors.Is(err, poller.ErrNotFound) {
+	switch {
+	case errors.Is(err, poller.ErrNotFound):
+		return poller.Account{}, errUnknownSubscription
+	case err != nil:
+		return poller.Account{}, &storeError{err}
+	case n.TenantID != "" && !strings.EqualFold(n.TenantID, a.TenantID):
 		return poller.Account{}, errUnknownSubscription
 	}
-	if err == nil && n.TenantID != "" && !strings.EqualFold(n.TenantID, a.TenantID) {
-		return poller.Account{}, errUnknownSubscription
-	}
-	return a, err
+	return a, nil
 }
+
+// storeError is a store failure while checking a notification: not a
+// forgery, so Graph is asked to deliver it again.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return "notify: store: " + e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
 
 var (
 	errUnknownSubscription = errors.New("notify: unknown subscription")
@@ -348,40 +360,47 @@ var (
 	errTenant              = errors.New("notify: no validation token for the notification's tenant")
 )
 
-// change verifies one change notification and returns what to store;
-// nil when the person is to be read instead (no resource data).
-func (h *Webhook) change(ctx context.Context, src string, n Notification, tenants map[string]bool, at time.Time) (poller.Account, *poller.Inbound, bool) {
+// change verifies one change notification and returns what to store
+// (nil when the person is to be read instead: no resource data), ok false
+// when it is refused, or an error when the store could not tell.
+func (h *Webhook) change(ctx context.Context, src string, n Notification, tenants map[string]bool, at time.Time) (poller.Account, *poller.Inbound, bool, error) {
 	id, err := n.UserID()
 	if err != nil {
 		h.refuse(src, "not a presence notification", err)
-		return poller.Account{}, nil, false
+		return poller.Account{}, nil, false, nil
 	}
 	a, err := h.subscriber(ctx, id, n)
+	var se *storeError
+	if errors.As(err, &se) {
+		return poller.Account{}, nil, false, err
+	}
 	if err != nil {
 		h.refuse(src, "notification refused", err)
-		return poller.Account{}, nil, false
+		return poller.Account{}, nil, false, nil
 	}
 	if n.EncryptedContent == nil {
-		return a, nil, true
+		return a, nil, true, nil
 	}
 	if tenants != nil && !tenants[strings.ToLower(a.TenantID)] {
 		h.refuse(src, "notification refused", errTenant)
-		return poller.Account{}, nil, false
+		return poller.Account{}, nil, false, nil
 	}
-	if _, err := h.o.Keys.Get(ctx, n.EncryptedContent.EncryptionCertificateID); err != nil {
+	if _, err := h.o.Keys.Get(ctx, n.EncryptedContent.EncryptionCertificateID); errors.Is(err, ErrUnknownKey) {
 		h.refuse(src, "notification refused", err)
-		return poller.Account{}, nil, false
+		return poller.Account{}, nil, false, nil
+	} else if err != nil {
+		return poller.Account{}, nil, false, err
 	}
 	content, err := json.Marshal(n.EncryptedContent)
 	if err != nil {
-		return poller.Account{}, nil, false
+		return poller.Account{}, nil, false, nil
 	}
 	in := &poller.Inbound{ID: n.ID, Content: content, ReceivedAt: at}
 	if in.ID == "" {
 		sum := sha256.Sum256(content)
 		in.ID = base64.RawURLEncoding.EncodeToString(sum[:16])
 	}
-	return a, in, true
+	return a, in, true, nil
 }
 
 // lifecycle verifies a lifecycle notification (it names only its
