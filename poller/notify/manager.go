@@ -31,6 +31,10 @@ const (
 	// retryFirst and retryCap bound the back-off of failed writes.
 	retryFirst = 30 * time.Second
 	retryCap   = 30 * time.Minute
+	// createLease is how long a claimed record keeps other instances from
+	// creating the same person's subscription (Graph validates the webhook
+	// within 10 s); a process that stopped mid-creation is retried after.
+	createLease = 2 * time.Minute
 )
 
 // API is Graph's subscription API (graph.Subscriptions is one).
@@ -306,11 +310,12 @@ func (m *Manager) make(ctx context.Context, key *Key, j job, kind outcome) outco
 	state := newClientState()
 	next := poller.Subscription{
 		UserID: a.UserID, TenantID: a.TenantID, ClientStateHash: HashClientState(state), CertificateID: key.ID,
-		Failure: rec.Failure, Failures: rec.Failures, RetryAt: rec.RetryAt,
+		Failure: rec.Failure, Failures: rec.Failures, RetryAt: time.Now().Add(createLease),
 	}
 	// Claim the record before Graph is asked: another instance that claimed
-	// it meanwhile wins, and a notification that arrives before the id is
-	// stored is checked against this clientState.
+	// it meanwhile wins, one that reads the claim leaves the person alone
+	// until the lease (RetryAt) has passed, and a notification that arrives
+	// before the id is stored is checked against this clientState.
 	tag, err := m.o.Store.PutSubscription(ctx, a.UserID, next, j.tag)
 	if errors.Is(err, poller.ErrConflict) {
 		return outNone

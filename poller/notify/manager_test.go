@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -237,6 +238,35 @@ func TestStoreDownAsksGraphToDeliverAgain(t *testing.T) {
 		}
 		if n := len(s.pub.messages()); n != 1 {
 			t.Fatalf("%d messages, want 1", n)
+		}
+	})
+}
+
+// TestTwoInstancesCreateOnce: two instances sharing a store (Functions
+// scale-out) make one subscription per person between them: the record is
+// claimed before Graph is asked, and the claim keeps the other away.
+func TestTwoInstancesCreateOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		alex, sam := person(1), person(2)
+		s := newSim(t, notify.KeyRingOptions{}, alex, sam)
+		other := notify.NewManager(notify.ManagerOptions{Store: s.store, API: s.api, Tokens: s.tok, Keys: newRing(t, s.store, notify.KeyRingOptions{}),
+			NotificationURL: "https://presence.example.com/notifications"})
+		var wg sync.WaitGroup
+		for _, m := range []*notify.Manager{s.manager, other} {
+			wg.Go(func() {
+				if _, err := m.Tick(context.Background()); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if n := s.api.count("create"); n != 2 {
+			t.Fatalf("%d creations for 2 people, want 2", n)
+		}
+		for _, id := range []presence.UserID{alex, sam} {
+			if rec, _, _ := s.store.Subscription(context.Background(), id); !rec.Healthy(time.Now()) {
+				t.Errorf("%s: %+v", id, rec)
+			}
 		}
 	})
 }
