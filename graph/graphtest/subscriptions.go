@@ -152,8 +152,7 @@ type notifier struct {
 	log      []Delivery
 	closed   bool
 	wg       sync.WaitGroup
-	ctx      context.Context
-	cancel   context.CancelFunc
+	done     chan struct{} // closed by close
 }
 
 func (n *notifier) init(o Options) {
@@ -177,14 +176,29 @@ func (n *notifier) init(o Options) {
 	n.subs = map[string]*Subscription{}
 	n.writes = map[string]int{}
 	n.writeLog = map[string][]time.Time{}
-	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.done = make(chan struct{})
+}
+
+// context is canceled when the fake closes.
+func (n *notifier) context() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 func (n *notifier) close() {
 	n.mu.Lock()
-	n.closed = true
+	if !n.closed {
+		n.closed = true
+		close(n.done)
+	}
 	n.mu.Unlock()
-	n.cancel()
 	n.wg.Wait()
 }
 
@@ -363,16 +377,18 @@ func (s *Server) changed(id presence.UserID) {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
+			ctx, cancel := n.context()
+			defer cancel()
 			if n.delay > 0 {
 				t := time.NewTimer(n.delay)
 				defer t.Stop()
 				select {
 				case <-t.C:
-				case <-n.ctx.Done():
+				case <-ctx.Done():
 					return
 				}
 			}
-			n.post(n.ctx, it.url, []Item{it})
+			n.post(ctx, it.url, []Item{it})
 		}()
 	}
 }

@@ -82,7 +82,7 @@ type Webhook struct {
 	o   WebhookOptions
 	log *slog.Logger
 
-	bg   context.Context
+	// stop cancels the workers' context (which only they hold).
 	stop context.CancelFunc
 
 	mu     sync.Mutex
@@ -116,11 +116,11 @@ func NewWebhook(o WebhookOptions) *Webhook {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	bg, stop := context.WithCancel(context.Background())
-	h := &Webhook{o: o, log: o.Logger, bg: bg, stop: stop, logged: map[string]bool{}, queued: map[work]bool{}}
+	ctx, stop := context.WithCancel(context.Background())
+	h := &Webhook{o: o, log: o.Logger, stop: stop, logged: map[string]bool{}, queued: map[work]bool{}}
 	h.qcond = sync.NewCond(&h.qmu)
 	for range o.Workers {
-		h.workers.Go(h.worker)
+		h.workers.Go(func() { h.worker(ctx) })
 	}
 	return h
 }
@@ -180,7 +180,7 @@ func (h *Webhook) enqueue(a poller.Account, read bool) {
 	h.qcond.Broadcast()
 }
 
-func (h *Webhook) worker() {
+func (h *Webhook) worker(ctx context.Context) {
 	for {
 		h.qmu.Lock()
 		for len(h.queue) == 0 && !h.closing {
@@ -195,7 +195,7 @@ func (h *Webhook) worker() {
 		delete(h.queued, w)
 		h.active++
 		h.qmu.Unlock()
-		h.do(w)
+		h.do(ctx, w)
 		h.qmu.Lock()
 		h.active--
 		h.qcond.Broadcast()
@@ -203,16 +203,16 @@ func (h *Webhook) worker() {
 	}
 }
 
-func (h *Webhook) do(w work) {
-	a, err := h.o.Store.Account(h.bg, w.id)
+func (h *Webhook) do(ctx context.Context, w work) {
+	a, err := h.o.Store.Account(ctx, w.id)
 	if err != nil {
 		return // removed meanwhile
 	}
 	if w.read {
-		_ = h.o.Engine.Refresh(h.bg, a)
+		_ = h.o.Engine.Refresh(ctx, a)
 		return
 	}
-	if err := h.o.Engine.Process(h.bg, a); err != nil && h.bg.Err() == nil {
+	if err := h.o.Engine.Process(ctx, a); err != nil && ctx.Err() == nil {
 		h.log.Warn("received notifications not published yet; the next cycle retries", "user", a.UserID, "err", err)
 	}
 }
