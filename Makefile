@@ -21,9 +21,11 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Go benchmarks and the end-to-end load runs (all are testing.B benchmarks).
+# Go benchmarks and the end-to-end load runs (testing.B benchmarks), and the
+# synctest simulations named TestSimulated* (counts over simulated hours,
+# which a testing.B cannot run under synctest).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+	$(GO) test -run '^TestSimulated' -bench . -benchmem -timeout 30m ./...
 
 # actionlint checks the GitHub workflows (their shell steps too when
 # shellcheck is installed, as .ci/run and GitHub's runners do).

@@ -31,6 +31,19 @@ type Options struct {
 	// still pending. Default 2 s.
 	Grace  time.Duration
 	Logger *slog.Logger
+	// Covered, when set, tells which people a healthy change-notification
+	// subscription covers (poller/notify's Manager.Covered). A cycle reads
+	// such a person only once ReconcileInterval has passed since their last
+	// read; in between it only opens their received notifications,
+	// publishes what is pending and heartbeats.
+	Covered func(ctx context.Context) (map[presence.UserID]bool, error)
+	// ReconcileInterval is how often a covered person is still read
+	// (Graph can miss or drop notifications); default 5 minutes.
+	ReconcileInterval time.Duration
+	// Open reads a received change notification's content (poller/notify
+	// decrypts and checks it) into the presence it carries; an error drops
+	// the notification (forged or damaged). Nil drops every one.
+	Open func(ctx context.Context, a Account, content []byte) (presence.Update, error)
 }
 
 // Engine runs refresh cycles. One cycle runs at a time; a second caller
@@ -42,6 +55,18 @@ type Engine struct {
 	cycle sync.Mutex
 	// unknown remembers availability/activity values already logged.
 	unknown sync.Map
+	// lastRead is when each person was last read from Graph
+	// (presence.UserID → time.Time).
+	lastRead sync.Map
+	// publishing serialises one person's publishes within this process
+	// (a cycle and a notification may both flush a person's pending
+	// messages), striped by user id; opening serialises the opening of a
+	// person's received notifications.
+	publishing [64]sync.Mutex
+	opening    [64]sync.Mutex
+	// dropped remembers the reasons already logged for dropping a
+	// received notification.
+	dropped sync.Map
 }
 
 // New makes an Engine.
@@ -54,6 +79,9 @@ func New(o Options) *Engine {
 	}
 	if o.Grace <= 0 {
 		o.Grace = 2 * time.Second
+	}
+	if o.ReconcileInterval <= 0 {
+		o.ReconcileInterval = 5 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -71,10 +99,13 @@ type Summary struct {
 	Pending        int `json:"pending"`
 	Failed         int `json:"failed"`
 	SignInRequired int `json:"signinRequired"`
+	// Covered counts the people a change-notification subscription covers
+	// who were not read in this cycle (their reconcile read is not due).
+	Covered int `json:"covered"`
 }
 
 type counters struct {
-	read, changes, heartbeats, published, pending, failed, signin atomic.Int64
+	read, changes, heartbeats, published, pending, failed, signin, covered atomic.Int64
 }
 
 // Cycle reads everyone active once, publishes what changed (and what was
@@ -87,6 +118,7 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, fmt.Errorf("poller: list accounts: %w", err)
 	}
+	covered := e.covered(ctx)
 	byTenant := map[string][]Account{}
 	for _, a := range accounts {
 		if a.State == StateSignInRequired {
@@ -112,6 +144,11 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 				}
 				tw.Go(func() {
 					defer func() { <-sem }()
+					if covered[a.UserID] && !e.readDue(a.UserID) {
+						c.covered.Add(1)
+						_ = e.keepAlive(ctx, a, &c)
+						return
+					}
 					_ = e.refresh(ctx, a, false, &c)
 				})
 			}
@@ -121,13 +158,14 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 	s := Summary{
 		People: len(accounts), Read: int(c.read.Load()), Changes: int(c.changes.Load()), Heartbeats: int(c.heartbeats.Load()),
 		Published: int(c.published.Load()), Pending: int(c.pending.Load()), Failed: int(c.failed.Load()), SignInRequired: int(c.signin.Load()),
+		Covered: int(c.covered.Load()),
 	}
 	level := slog.LevelDebug // a quiet cycle is not news
 	if s.Changes+s.Published+s.Failed+s.SignInRequired > 0 {
 		level = slog.LevelInfo
 	}
 	e.log.Log(ctx, level, "refresh cycle", "people", s.People, "read", s.Read, "changes", s.Changes, "heartbeats", s.Heartbeats,
-		"published", s.Published, "pending", s.Pending, "failed", s.Failed, "signin_required", s.SignInRequired)
+		"published", s.Published, "pending", s.Pending, "failed", s.Failed, "signin_required", s.SignInRequired, "covered", s.Covered)
 	return s, context.Cause(ctx)
 }
 
@@ -151,8 +189,20 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 		log.Warn("presence record unreadable", "err", err)
 		return err
 	}
-	// Publish what an earlier cycle (or process) left pending first, so
-	// that nothing goes out of order.
+	// Open what was received but not opened (a process stopped in
+	// between), then publish what an earlier cycle (or process) left
+	// pending first, so that nothing goes out of order.
+	if len(rec.Inbox) > 0 {
+		// This step reads the person anyway: a notification asking for a
+		// read is served by it.
+		if _, err := e.openInbox(ctx, a); err != nil {
+			log.Warn("received notifications not opened yet", "err", err)
+		}
+		if rec, tag, err = e.o.Store.Presence(ctx, a.UserID); err != nil {
+			c.failed.Add(1)
+			return err
+		}
+	}
 	if len(rec.Pending) > 0 {
 		if rec, tag, err = e.flush(ctx, a, rec, tag, c); err != nil {
 			c.failed.Add(1)
@@ -184,6 +234,7 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 		return err
 	}
 	c.read.Add(1)
+	e.lastRead.Store(a.UserID, time.Now())
 	if u.UserID != a.UserID {
 		c.failed.Add(1)
 		log.Error("graph answered for another person", "got", u.UserID)
@@ -198,7 +249,14 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 	heartbeat := !changed && len(rec.Pending) == 0 && !rec.PublishedAt.IsZero() &&
 		(force || now.Sub(rec.PublishedAt) >= e.o.Heartbeat)
 	if !changed && !heartbeat && !(force && len(rec.Pending) == 0) {
-		return nil // nothing to publish, nothing written
+		// Nothing to publish. Only a newer sequence number of the same
+		// state is written, so that a notification older than this read
+		// that arrives late is recognised as older.
+		if newerSequence(rec, u) {
+			rec.Seen = u.Sequence
+			_, _ = e.o.Store.PutPresence(context.WithoutCancel(ctx), a.UserID, rec, tag)
+		}
+		return nil
 	}
 	if changed || rec.PublishedAt.IsZero() {
 		c.changes.Add(1)
@@ -244,11 +302,11 @@ func changedFrom(rec PresenceRecord, u presence.Update) bool {
 	if rec.Last.UserID == "" {
 		return true
 	}
-	if rec.Last.Sequence != "" && u.Sequence != "" {
-		if rec.Last.Sequence == u.Sequence {
+	if seen := rec.seen(); seen != "" && u.Sequence != "" {
+		if seen == u.Sequence {
 			return false
 		}
-		if presence.Compare(rec.Last, presence.Update{Sequence: u.Sequence, ObservedAt: rec.Last.ObservedAt}) < 0 {
+		if presence.Compare(presence.Update{Sequence: seen}, presence.Update{Sequence: u.Sequence}) < 0 {
 			return false
 		}
 	}
@@ -275,6 +333,17 @@ func pendingOf(u presence.Update) (Pending, error) {
 func (e *Engine) flush(ctx context.Context, a Account, rec PresenceRecord, tag ETag, c *counters) (PresenceRecord, ETag, error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.o.Grace)
 	defer cancel()
+	// One flush of a person at a time; the one that waited re-reads the
+	// record, so that it never sends again what the other just sent.
+	mu := e.publishLock(a.UserID)
+	mu.Lock()
+	defer mu.Unlock()
+	if cur, curTag, err := e.o.Store.Presence(wctx, a.UserID); err == nil && curTag != tag {
+		rec, tag = cur, curTag
+		if len(rec.Pending) == 0 {
+			return rec, tag, nil
+		}
+	}
 	sent := 0
 	var sendErr error
 	for _, p := range rec.Pending {

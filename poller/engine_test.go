@@ -29,7 +29,7 @@ type rig struct {
 func newRig(t *testing.T, people ...presence.UserID) *rig {
 	t.Helper()
 	r := &rig{store: newMemStore(), graph: &reader{}, tok: &tokens{revoked: map[presence.UserID]bool{}}, pub: &publisher{}}
-	r.eng = poller.New(poller.Options{Store: r.store, Reader: r.graph, Publisher: r.pub, Tokens: r.tok, Heartbeat: 15 * time.Minute})
+	r.eng = poller.New(poller.Options{Store: r.store, Reader: r.graph, Publisher: r.pub, Tokens: r.tok, Heartbeat: 15 * time.Minute, Open: openJSON})
 	for _, id := range people {
 		if err := r.store.PutAccount(t.Context(), poller.Account{UserID: id, TenantID: tenant, UPN: "x@contoso.com", Namespace: "ns", Topic: string(id), State: poller.StateActive}); err != nil {
 			t.Fatal(err)

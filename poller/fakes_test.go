@@ -22,12 +22,17 @@ type memStore struct {
 	caches   map[presence.UserID][]byte
 	pres     map[presence.UserID][]byte // JSON, so callers never share slices
 	tags     map[presence.UserID]int
+	subs     map[presence.UserID][]byte // JSON
+	subTags  map[presence.UserID]int
+	ring     []byte
+	ringTag  int
 	writes   int
 }
 
 func newMemStore() *memStore {
 	return &memStore{accounts: map[presence.UserID]poller.Account{}, caches: map[presence.UserID][]byte{},
-		pres: map[presence.UserID][]byte{}, tags: map[presence.UserID]int{}}
+		pres: map[presence.UserID][]byte{}, tags: map[presence.UserID]int{},
+		subs: map[presence.UserID][]byte{}, subTags: map[presence.UserID]int{}}
 }
 
 func TestMemStoreContract(t *testing.T) {
@@ -78,6 +83,7 @@ func (s *memStore) DeleteAccount(_ context.Context, id presence.UserID) error {
 	delete(s.caches, id)
 	delete(s.pres, id)
 	delete(s.tags, id)
+	delete(s.subs, id)
 	return nil
 }
 
@@ -123,6 +129,76 @@ func (s *memStore) PutPresence(_ context.Context, id presence.UserID, rec poller
 	s.tags[id]++
 	s.pres[id] = b
 	return poller.ETag(strconv.Itoa(s.tags[id])), nil
+}
+
+func (s *memStore) Subscriptions(context.Context) ([]poller.Subscription, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []poller.Subscription
+	for _, b := range s.subs {
+		var sub poller.Subscription
+		if err := json.Unmarshal(b, &sub); err != nil {
+			return nil, err
+		}
+		out = append(out, sub)
+	}
+	slices.SortFunc(out, func(a, b poller.Subscription) int {
+		if a.UserID < b.UserID {
+			return -1
+		}
+		return 1
+	})
+	return out, nil
+}
+
+func (s *memStore) Subscription(_ context.Context, id presence.UserID) (poller.Subscription, poller.ETag, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var sub poller.Subscription
+	b, ok := s.subs[id]
+	if !ok {
+		return sub, "", nil
+	}
+	err := json.Unmarshal(b, &sub)
+	return sub, poller.ETag(strconv.Itoa(s.subTags[id])), err
+}
+
+func (s *memStore) PutSubscription(_ context.Context, id presence.UserID, sub poller.Subscription, ifMatch poller.ETag) (poller.ETag, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, exists := s.subs[id]
+	if cur := poller.ETag(strconv.Itoa(s.subTags[id])); (exists && cur != ifMatch) || (!exists && ifMatch != "") {
+		return "", poller.ErrConflict
+	}
+	b, err := json.Marshal(sub)
+	if err != nil {
+		return "", err
+	}
+	s.writes++
+	s.subTags[id]++
+	s.subs[id] = b
+	return poller.ETag(strconv.Itoa(s.subTags[id])), nil
+}
+
+func (s *memStore) KeyRing(context.Context) ([]byte, poller.ETag, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ring == nil {
+		return nil, "", nil
+	}
+	return slices.Clone(s.ring), poller.ETag(strconv.Itoa(s.ringTag)), nil
+}
+
+func (s *memStore) PutKeyRing(_ context.Context, b []byte, ifMatch poller.ETag) (poller.ETag, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := poller.ETag(strconv.Itoa(s.ringTag)); (s.ring != nil && cur != ifMatch) || (s.ring == nil && ifMatch != "") {
+		return "", poller.ErrConflict
+	}
+	s.writes++
+	s.ringTag++
+	s.ring = slices.Clone(b)
+	return poller.ETag(strconv.Itoa(s.ringTag)), nil
 }
 
 func (s *memStore) Writes() int {

@@ -69,6 +69,32 @@ type PresenceRecord struct {
 	PublishedAt time.Time `json:"publishedAt"`
 	// Pending are messages not yet accepted by Service Bus, oldest first.
 	Pending []Pending `json:"pending,omitempty"`
+	// Inbox holds change notifications received but not opened yet
+	// (decrypted and applied), oldest first: the webhook answers Graph once
+	// a notification is here, and the engine opens it just after.
+	Inbox []Inbound `json:"inbox,omitempty"`
+	// Seen is the highest sequenceNumber seen for the person when it is
+	// newer than Last's (a read or a notification of the same state), so
+	// that a notification older than it is not taken for a change.
+	Seen string `json:"seen,omitempty"`
+}
+
+// Inbound is one change notification as received, waiting to be opened.
+type Inbound struct {
+	// ID is unique per notification (Graph's notification id, else a hash
+	// of its content): a redelivery is recognised while still here.
+	ID string `json:"id"`
+	// Content is opaque to the engine (Options.Open reads it).
+	Content    []byte    `json:"content"`
+	ReceivedAt time.Time `json:"receivedAt"`
+}
+
+// seen is the highest sequence number known for the person.
+func (r PresenceRecord) seen() string {
+	if r.Seen != "" && (r.Last.Sequence == "" || presence.Compare(presence.Update{Sequence: r.Last.Sequence}, presence.Update{Sequence: r.Seen}) > 0) {
+		return r.Seen
+	}
+	return r.Last.Sequence
 }
 
 // Pending is one message waiting to be published, stored as it will be
@@ -103,7 +129,8 @@ type Store interface {
 	Account(ctx context.Context, id presence.UserID) (Account, error)
 	// PutAccount creates or replaces a person.
 	PutAccount(ctx context.Context, a Account) error
-	// DeleteAccount forgets a person: account, token cache and presence.
+	// DeleteAccount forgets a person: account, token cache, presence and
+	// subscription record.
 	// Deleting an unknown person is ErrNotFound.
 	DeleteAccount(ctx context.Context, id presence.UserID) error
 	// TokenCache returns the person's sealed token cache, nil when none.
@@ -116,6 +143,24 @@ type Store interface {
 	// PutPresence writes the record if its current ETag is ifMatch ("":
 	// only if none exists), and returns the new ETag, or ErrConflict.
 	PutPresence(ctx context.Context, id presence.UserID, rec PresenceRecord, ifMatch ETag) (ETag, error)
+
+	// Subscriptions lists every person's change-notification subscription
+	// record, ordered by user id.
+	Subscriptions(ctx context.Context) ([]Subscription, error)
+	// Subscription returns the person's subscription record and its ETag;
+	// a person without one gives the zero record and "".
+	Subscription(ctx context.Context, id presence.UserID) (Subscription, ETag, error)
+	// PutSubscription writes the record if its current ETag is ifMatch ("":
+	// only if none exists), and returns the new ETag, or ErrConflict.
+	// DeleteAccount removes it with the person.
+	PutSubscription(ctx context.Context, id presence.UserID, s Subscription, ifMatch ETag) (ETag, error)
+	// KeyRing returns the sealed key ring of change notifications (the
+	// RSA keys their resource data is encrypted to) and its ETag; nil and
+	// "" when none was stored yet.
+	KeyRing(ctx context.Context) ([]byte, ETag, error)
+	// PutKeyRing replaces it if its current ETag is ifMatch ("": only if
+	// none exists), and returns the new ETag, or ErrConflict.
+	PutKeyRing(ctx context.Context, sealed []byte, ifMatch ETag) (ETag, error)
 }
 
 // PresenceReader reads presence from Graph (graph.Client is one). Me reads
@@ -153,6 +198,10 @@ type AccountView struct {
 	State        State           `json:"state"`
 	Availability string          `json:"availability"`
 	LastChange   *time.Time      `json:"lastChange"`
+	// Notifications is the state of the person's change notifications:
+	// "subscribed until <time>", or "polled: <reason>" when no
+	// subscription works; empty when none was tried (notifications off).
+	Notifications string `json:"notifications,omitempty"`
 }
 
 // ListAccounts builds the accounts listing from the store.
@@ -172,6 +221,13 @@ func ListAccounts(ctx context.Context, s Store) ([]AccountView, error) {
 			v.Availability = rec.Last.Availability.String()
 			lc := rec.LastChange.UTC()
 			v.LastChange = &lc
+		}
+		sub, stag, err := s.Subscription(ctx, a.UserID)
+		if err != nil {
+			return nil, err
+		}
+		if stag != "" {
+			v.Notifications = sub.Describe(time.Now())
 		}
 		out = append(out, v)
 	}

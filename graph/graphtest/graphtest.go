@@ -6,6 +6,12 @@
 // Who a bearer token belongs to is the caller's business: Options.Authorize
 // maps a token to a person and tenant (internal/entratest's
 // Server.AccessTokenOwner does that for the tokens it issued).
+//
+// It also serves change-notification subscriptions on presence, as Graph
+// does (see subscriptions.go): it validates a webhook before it creates a
+// subscription, expires subscriptions, sends rich notifications encrypted
+// to the subscription's certificate after a delay, holds and releases them
+// in another order or twice on request, and sends reauthorizationRequired.
 package graphtest
 
 import (
@@ -37,6 +43,22 @@ type Options struct {
 	Authorize func(token string) (user presence.UserID, tenant string, ok bool)
 	// Latency delays every answer.
 	Latency time.Duration
+	// NotificationDelay is how long after a presence change its change
+	// notification is sent: 0 means 500 ms (Graph's typical delay), a
+	// negative value sends it at once.
+	NotificationDelay time.Duration
+	// ValidationTimeout is how long a webhook has to answer a validation
+	// request; default 10 s, as Graph.
+	ValidationTimeout time.Duration
+	// ValidationToken, when set, mints the validationTokens of rich
+	// notifications for a tenant (entratest's ChangeNotificationToken).
+	ValidationToken func(tenant string) string
+	// WriteLimit is how many subscription writes a tenant may make per 20 s
+	// before the fake answers 429; default 1,000, as Graph.
+	WriteLimit int
+	// WebhookClient makes the calls to notification URLs; default a client
+	// with a 10 s timeout.
+	WebhookClient *http.Client
 }
 
 type throttle struct {
@@ -62,6 +84,8 @@ type Server struct {
 	throttles map[string]*throttle // by tenant
 	requests  map[string]int       // by tenant
 	total     int
+
+	notify notifier
 }
 
 // New starts a fake on a loopback port with a self-signed certificate;
@@ -86,6 +110,11 @@ func New(o Options) *Server {
 	mux.HandleFunc("GET /v1.0/me/presence", s.me)
 	mux.HandleFunc("GET /v1.0/users/{id}/presence", s.user)
 	mux.HandleFunc("POST /v1.0/communications/getPresencesByUserId", s.batch)
+	s.notify.init(o)
+	mux.HandleFunc("POST /v1.0/subscriptions", s.createSubscription)
+	mux.HandleFunc("PATCH /v1.0/subscriptions/{id}", s.renewSubscription)
+	mux.HandleFunc("POST /v1.0/subscriptions/{id}/reauthorize", s.reauthorizeSubscription)
+	mux.HandleFunc("DELETE /v1.0/subscriptions/{id}", s.deleteSubscription)
 	s.srv = httptest.NewTLSServer(mux)
 	return s
 }
@@ -96,15 +125,20 @@ func (s *Server) URL() string { return s.srv.URL }
 // Client is an HTTP client that trusts the fake's certificate.
 func (s *Server) Client() *http.Client { return s.srv.Client() }
 
-// Close stops the fake.
-func (s *Server) Close() { s.srv.Close() }
+// Close stops the fake (and its notifications still to be sent).
+func (s *Server) Close() {
+	s.notify.close()
+	s.srv.Close()
+}
 
 // SetPresence changes a person's presence; it gets the next sequenceNumber.
 func (s *Server) SetPresence(id presence.UserID, p Presence) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
-	s.people[presence.CanonicalUserID(string(id))] = &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+	id = presence.CanonicalUserID(string(id))
+	s.people[id] = &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+	s.changed(id)
 }
 
 // SetLatency changes the answer latency.
@@ -217,8 +251,13 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) render(id presence.UserID) map[string]any {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.renderLocked(id)
+}
+
+// renderLocked is render with s.mu held.
+func (s *Server) renderLocked(id presence.UserID) map[string]any {
 	p := s.people[id]
-	s.mu.Unlock()
 	if p == nil {
 		return map[string]any{"id": string(id), "availability": "PresenceUnknown", "activity": "PresenceUnknown"}
 	}

@@ -16,10 +16,18 @@
 // tokens are opaque; AccessTokenOwner tells whose one is (the fake Graph
 // uses it). Every secret it issues is recorded (Secrets), so that a test can
 // check that none of them reaches a log line or a page.
+//
+// It also signs what Microsoft Graph's change-notification publisher gets
+// from Entra: ChangeNotificationToken mints the validationTokens of rich
+// notifications (RS256 with the fake's signing key), whose public half the
+// fake publishes at /<tenant>/discovery/v2.0/keys (and /discovery/keys),
+// as Entra does.
 package entratest
 
 import (
+	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -28,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -96,7 +105,17 @@ type Server struct {
 	access    map[string]owner
 	secrets   []string
 	tokenReqs map[string]int // by grant type
+
+	signOnce sync.Once
+	signKey  *rsa.PrivateKey
 }
+
+// SigningKeyID is the kid of the fake's token-signing key.
+const SigningKeyID = "entratest-signing-key-1"
+
+// GraphPublisherAppID is the appid of Graph's change-notification
+// publisher, which validation tokens carry.
+const GraphPublisherAppID = "0bf30f3b-4a52-48df-9a82-234910c4a086"
 
 // New starts a fake on a loopback port with a self-signed certificate;
 // Client trusts it. Close stops it.
@@ -121,6 +140,8 @@ func New(o Options) *Server {
 	mux.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", s.authorizePage)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize/choose", s.choose)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.token)
+	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.keys)
+	mux.HandleFunc("GET /{tenant}/discovery/keys", s.keys)
 	s.srv = httptest.NewTLSServer(mux)
 	return s
 }
@@ -447,6 +468,56 @@ func jwt(claims map[string]any) string {
 	sig := make([]byte, 32)
 	_, _ = rand.Read(sig)
 	return base64.RawURLEncoding.EncodeToString(head) + "." + base64.RawURLEncoding.EncodeToString(body) + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// signingKey is made on first use (most tests never need it).
+func (s *Server) signingKey() *rsa.PrivateKey {
+	s.signOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err) // the system's randomness failed: nothing can run
+		}
+		s.signKey = k
+	})
+	return s.signKey
+}
+
+// keys serves the signing keys as a JSON Web Key Set.
+func (s *Server) keys(w http.ResponseWriter, r *http.Request) {
+	pub := s.signingKey().PublicKey
+	writeJSON(w, http.StatusOK, map[string]any{"keys": []map[string]any{{
+		"kty": "RSA", "use": "sig", "kid": SigningKeyID, "x5t": SigningKeyID,
+		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+	}}})
+}
+
+// ChangeNotificationToken is a validation token as Microsoft Graph puts in
+// rich notifications for the app Options.ClientID and tenant: a v1 token
+// issued by https://sts.windows.net/<tenant>/ to Graph's publisher
+// (appid GraphPublisherAppID), valid for an hour, signed with the key the
+// fake publishes.
+func (s *Server) ChangeNotificationToken(tenant string) string {
+	now := time.Now()
+	return s.SignToken(map[string]any{
+		"aud": s.opts.ClientID, "iss": "https://sts.windows.net/" + tenant + "/", "iat": now.Unix(), "nbf": now.Unix(),
+		"exp": now.Add(time.Hour).Unix(), "appid": GraphPublisherAppID, "appidacr": "2",
+		"idp": "https://sts.windows.net/" + tenant + "/", "tid": tenant, "ver": "1.0",
+	})
+}
+
+// SignToken signs any claims with the fake's key (RS256), for tests that
+// need a token with something wrong in it.
+func (s *Server) SignToken(claims map[string]any) string {
+	head, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": SigningKeyID, "x5t": SigningKeyID})
+	body, _ := json.Marshal(claims)
+	signed := base64.RawURLEncoding.EncodeToString(head) + "." + base64.RawURLEncoding.EncodeToString(body)
+	sum := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, s.signingKey(), crypto.SHA256, sum[:])
+	if err != nil {
+		panic(err) // cannot happen with a valid key
+	}
+	return signed + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
 
 func oauthError(w http.ResponseWriter, status int, code, desc string) {

@@ -4,9 +4,10 @@
 // second process (the accounts command beside a running serve) gets
 // ErrLocked and goes through the server's API instead.
 //
-// Buckets: accounts (JSON), caches (sealed token caches, opaque bytes) and
-// presence (an 8-byte version followed by the JSON record; the ETag is the
-// version).
+// Buckets: accounts (JSON), caches (sealed token caches, opaque bytes),
+// presence and subscriptions (an 8-byte version followed by the JSON record;
+// the ETag is the version), and meta (the sealed key ring of change
+// notifications, versioned the same way).
 package boltstore
 
 import (
@@ -37,6 +38,9 @@ var (
 	bucketAccounts = []byte("accounts")
 	bucketCaches   = []byte("caches")
 	bucketPresence = []byte("presence")
+	bucketSubs     = []byte("subscriptions")
+	bucketMeta     = []byte("meta")
+	keyKeyRing     = []byte("notification-keys")
 )
 
 // Store is a poller.Store in one bbolt file.
@@ -61,7 +65,7 @@ func Open(dir string, wait time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketAccounts, bucketCaches, bucketPresence} {
+		for _, b := range [][]byte{bucketAccounts, bucketCaches, bucketPresence, bucketSubs, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -135,13 +139,14 @@ func (s *Store) PutAccount(ctx context.Context, a poller.Account) error {
 	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAccounts).Put(key(a.UserID), v) })
 }
 
-// DeleteAccount forgets a person with their token cache and presence.
+// DeleteAccount forgets a person with their token cache, presence and
+// subscription record.
 func (s *Store) DeleteAccount(ctx context.Context, id presence.UserID) error {
 	return s.update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketAccounts).Get(key(id)) == nil {
 			return poller.ErrNotFound
 		}
-		for _, b := range [][]byte{bucketAccounts, bucketCaches, bucketPresence} {
+		for _, b := range [][]byte{bucketAccounts, bucketCaches, bucketPresence, bucketSubs} {
 			if err := tx.Bucket(b).Delete(key(id)); err != nil {
 				return err
 			}
@@ -194,13 +199,19 @@ func (s *Store) PutPresence(ctx context.Context, id presence.UserID, rec poller.
 	if err != nil {
 		return "", fmt.Errorf("boltstore: put presence: %w", err)
 	}
+	return s.putVersioned(bucketPresence, key(id), body, ifMatch)
+}
+
+// putVersioned writes body under k, prefixed with the next version, if the
+// current version is ifMatch ("": only if k does not exist).
+func (s *Store) putVersioned(bucket, k, body []byte, ifMatch poller.ETag) (poller.ETag, error) {
 	var tag poller.ETag
-	err = s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketPresence)
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
 		var version uint64
-		if cur := b.Get(key(id)); cur != nil {
+		if cur := b.Get(k); cur != nil {
 			if len(cur) < 8 {
-				return errors.New("presence record too short")
+				return errors.New("record too short")
 			}
 			version = binary.BigEndian.Uint64(cur)
 			if etag(version) != ifMatch {
@@ -214,9 +225,88 @@ func (s *Store) PutPresence(ctx context.Context, id presence.UserID, rec poller.
 		binary.BigEndian.PutUint64(v, version)
 		copy(v[8:], body)
 		tag = etag(version)
-		return b.Put(key(id), v)
+		return b.Put(k, v)
 	})
 	return tag, err
+}
+
+// getVersioned returns a copy of the body under k and its ETag (nil and ""
+// when k does not exist).
+func (s *Store) getVersioned(bucket, k []byte) ([]byte, poller.ETag, error) {
+	var body []byte
+	var tag poller.ETag
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucket).Get(k)
+		if v == nil {
+			return nil
+		}
+		if len(v) < 8 {
+			return errors.New("record too short")
+		}
+		tag = etag(binary.BigEndian.Uint64(v))
+		body = append([]byte(nil), v[8:]...)
+		return nil
+	})
+	return body, tag, err
+}
+
+// Subscriptions lists every subscription record, ordered by user id.
+func (s *Store) Subscriptions(ctx context.Context) ([]poller.Subscription, error) {
+	var out []poller.Subscription
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSubs).ForEach(func(_, v []byte) error {
+			if len(v) < 8 {
+				return errors.New("subscription record too short")
+			}
+			var sub poller.Subscription
+			if err := json.Unmarshal(v[8:], &sub); err != nil {
+				return err
+			}
+			out = append(out, sub)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: subscriptions: %w", err)
+	}
+	return out, nil
+}
+
+// Subscription returns the person's subscription record and its ETag (""
+// when none).
+func (s *Store) Subscription(ctx context.Context, id presence.UserID) (poller.Subscription, poller.ETag, error) {
+	var sub poller.Subscription
+	body, tag, err := s.getVersioned(bucketSubs, key(id))
+	if err == nil && body != nil {
+		err = json.Unmarshal(body, &sub)
+	}
+	if err != nil {
+		return poller.Subscription{}, "", fmt.Errorf("boltstore: subscription: %w", err)
+	}
+	return sub, tag, nil
+}
+
+// PutSubscription writes the record if its ETag is still ifMatch.
+func (s *Store) PutSubscription(ctx context.Context, id presence.UserID, sub poller.Subscription, ifMatch poller.ETag) (poller.ETag, error) {
+	body, err := json.Marshal(sub)
+	if err != nil {
+		return "", fmt.Errorf("boltstore: put subscription: %w", err)
+	}
+	return s.putVersioned(bucketSubs, key(id), body, ifMatch)
+}
+
+// KeyRing returns the sealed key ring and its ETag (nil and "" when none).
+func (s *Store) KeyRing(ctx context.Context) ([]byte, poller.ETag, error) {
+	body, tag, err := s.getVersioned(bucketMeta, keyKeyRing)
+	if err != nil {
+		return nil, "", fmt.Errorf("boltstore: key ring: %w", err)
+	}
+	return body, tag, nil
+}
+
+// PutKeyRing replaces the sealed key ring if its ETag is still ifMatch.
+func (s *Store) PutKeyRing(ctx context.Context, sealed []byte, ifMatch poller.ETag) (poller.ETag, error) {
+	return s.putVersioned(bucketMeta, keyKeyRing, sealed, ifMatch)
 }
 
 func etag(v uint64) poller.ETag { return poller.ETag(strconv.FormatUint(v, 10)) }

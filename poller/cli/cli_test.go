@@ -49,7 +49,7 @@ func TestCheckConfigRedacts(t *testing.T) {
 			t.Errorf("check-config printed a secret")
 		}
 	}
-	if !strings.Contains(out, "secret_key: <redacted>") || !strings.Contains(out, "not in this version: graph.notifications") {
+	if !strings.Contains(out, "secret_key: <redacted>") || strings.Contains(out, "not in this version: graph.notifications") {
 		t.Errorf("output:\n%s", out)
 	}
 	if code, _, errOut := run(t, t.Context(), env, "check-config", "-config", "../config/testdata/bad/semantics.yaml"); code != ExitFailure || !strings.Contains(errOut, "entra.client_id:") {

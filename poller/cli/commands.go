@@ -142,7 +142,7 @@ func printAccounts(w io.Writer, list []poller.AccountView) {
 		if a.LastChange != nil {
 			last = a.LastChange.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ObjectID, a.TenantID, a.UPN, a.State, or(a.Availability, "-"), last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ObjectID, a.TenantID, a.UPN, a.State, or(a.Availability, "-"), last, or(a.Notifications, "-"))
 	}
 	tw.Flush()
 }

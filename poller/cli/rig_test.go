@@ -60,6 +60,9 @@ type rigOptions struct {
 	lifetime time.Duration // access token lifetime (0: 1 h)
 	// transport wraps the transport the poller reaches the fakes with.
 	transport func(http.RoundTripper) http.RoundTripper
+	// notifications turns graph.notifications on: public_url is then the
+	// rig's own server, which the fake Graph calls.
+	notifications bool
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -67,7 +70,7 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	r := &rig{logs: &safebuf.Buffer{}}
 	r.entra = entratest.New(entratest.Options{ClientID: clientID, ClientSecret: clientSecret, People: o.people, TokenLifetime: o.lifetime})
 	t.Cleanup(r.entra.Close)
-	r.graph = graphtest.New(graphtest.Options{Authorize: r.entra.AccessTokenOwner})
+	r.graph = graphtest.New(graphtest.Options{Authorize: r.entra.AccessTokenOwner, ValidationToken: r.entra.ChangeNotificationToken})
 	t.Cleanup(r.graph.Close)
 	sbConn := "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=" + manageKey + ";UseDevelopmentEmulator=true"
 	mo := sbtest.ManagementOptions{ManageKeys: map[string]string{"RootManageSharedAccessKey": manageKey}}
@@ -77,10 +80,19 @@ func newRig(t testing.TB, o rigOptions) *rig {
 		mo.Broker = r.sb
 	}
 	r.mgmt = sbtest.NewManagement(t, mo)
+	publicURL := "http://127.0.0.1:8080"
+	var ln net.Listener
+	if o.notifications {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		publicURL = "http://" + ln.Addr().String()
+	}
 	yaml := fmt.Sprintf(`
 log_level: debug
 listen: 127.0.0.1:0
-public_url: http://127.0.0.1:8080
+public_url: %s
 data_dir: %s
 secret_key: ${SECRET_KEY}
 api_key: ${API_KEY}
@@ -90,7 +102,7 @@ entra:
   client_secret: ${CLIENT_SECRET}
 graph:
   endpoint: %s
-  notifications: false
+  notifications: %v
   poll_interval: 1s
   reconcile_interval: 1s
   heartbeat: 10s
@@ -99,7 +111,7 @@ service_bus:
     - connection_string: ${SB}
       admin_endpoint: %s
   subscriptions: [home]
-`, filepath.Join(t.TempDir(), "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), r.mgmt.URL())
+`, publicURL, filepath.Join(t.TempDir(), "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), o.notifications, r.mgmt.URL())
 	env := map[string]string{"SECRET_KEY": secretKey, "API_KEY": apiKey, "CLIENT_SECRET": clientSecret, "SB": sbConn}
 	r.yaml, r.env = yaml, env
 	cfg, err := config.Parse([]byte(yaml), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
@@ -117,7 +129,14 @@ service_bus:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.d.Store.Close() })
-	r.srv = httptest.NewServer(r.d.Handler)
+	if ln != nil {
+		r.srv = httptest.NewUnstartedServer(r.d.Handler)
+		r.srv.Listener.Close()
+		r.srv.Listener = ln
+		r.srv.Start()
+	} else {
+		r.srv = httptest.NewServer(r.d.Handler)
+	}
 	t.Cleanup(r.srv.Close)
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -17,6 +17,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/poller/boltstore"
 	"github.com/presence-bridge/presence-bridge/poller/config"
+	"github.com/presence-bridge/presence-bridge/poller/notify"
 	"github.com/presence-bridge/presence-bridge/poller/server"
 	"github.com/presence-bridge/presence-bridge/poller/signin"
 	"github.com/presence-bridge/presence-bridge/servicebus"
@@ -68,14 +69,19 @@ type DaemonOptions struct {
 // Daemon is the wired poller: store, sign-in, Graph, Service Bus, engine and
 // HTTP server.
 type Daemon struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	Store     *boltstore.Store
-	Engine    *poller.Engine
-	Handler   *server.Server
-	Flow      *signin.Flow
-	Tokens    *signin.Tokens
-	publisher *servicebus.Publisher
+	cfg     *config.Config
+	log     *slog.Logger
+	Store   *boltstore.Store
+	Engine  *poller.Engine
+	Handler *server.Server
+	Flow    *signin.Flow
+	Tokens  *signin.Tokens
+	// Subscriptions and Webhook are the change-notification side; nil
+	// when graph.notifications is off.
+	Subscriptions *notify.Manager
+	Webhook       *notify.Webhook
+	validator     *notify.TokenValidator
+	publisher     *servicebus.Publisher
 }
 
 // NewDaemon opens the store and builds every part; nothing else connects
@@ -123,12 +129,20 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		return fail(err)
 	}
 	reader := graph.New(graph.Options{Endpoint: cfg.Graph.Endpoint, HTTPClient: o.HTTPClient, Logger: logger.With("component", "graph")})
-	engine := poller.New(poller.Options{
+	eo := poller.Options{
 		Store: store, Reader: reader, Publisher: pub, Tokens: tokens, Heartbeat: cfg.Graph.Heartbeat.Std(),
 		Logger: logger.With("component", "refresh"),
-	})
+	}
+	var n notifications
+	if cfg.Graph.Notifications {
+		if n, err = newNotifications(cfg, store, tokens, o.HTTPClient, logger); err != nil {
+			return fail(err)
+		}
+		eo.Covered, eo.Open, eo.ReconcileInterval = n.manager.Covered, n.keys.Open, cfg.Graph.ReconcileInterval.Std()
+	}
+	engine := poller.New(eo)
 	onboarder := &poller.Onboarder{Namespaces: managers, Subscriptions: cfg.ServiceBus.Subscriptions, ListenKeys: cfg.ServiceBus.ListenKeys}
-	handler := server.New(server.Options{
+	so := server.Options{
 		Flow: flow, Tokens: tokens, Store: store, Engine: engine, Onboarder: onboarder, APIKey: cfg.APIKey.Value(),
 		Logger: logger.With("component", "http"),
 		Checks: map[string]func(context.Context) error{
@@ -142,8 +156,49 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 				return err
 			},
 		},
-	})
-	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, Flow: flow, Tokens: tokens, publisher: pub}, nil
+	}
+	d := &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Flow: flow, Tokens: tokens, publisher: pub}
+	if n.manager != nil {
+		n.webhook = notify.NewWebhook(notify.WebhookOptions{
+			Store: store, Engine: engine, Keys: n.keys, Manager: n.manager, Tokens: n.validator,
+			Logger: logger.With("component", "notifications"),
+		})
+		so.Notifications, so.Subscriptions = n.webhook, n.manager
+		d.Subscriptions, d.Webhook, d.validator = n.manager, n.webhook, n.validator
+	}
+	d.Handler = server.New(so)
+	return d, nil
+}
+
+// notifications are the parts of change notifications (graph.notifications).
+type notifications struct {
+	keys      *notify.KeyRing
+	manager   *notify.Manager
+	validator *notify.TokenValidator
+	webhook   *notify.Webhook
+}
+
+func newNotifications(cfg *config.Config, store poller.Store, tokens poller.TokenSource, hc *http.Client, logger *slog.Logger) (notifications, error) {
+	keys, err := notify.NewKeyRing(notify.KeyRingOptions{Store: store, SecretKey: cfg.Key()})
+	if err != nil {
+		return notifications{}, err
+	}
+	appOnly := map[string]bool{}
+	for _, t := range cfg.Entra.AppOnlyTenants {
+		appOnly[strings.ToLower(t)] = true
+	}
+	api := graph.NewSubscriptions(graph.SubscriptionsOptions{Endpoint: cfg.Graph.Endpoint, HTTPClient: hc, Logger: logger.With("component", "graph")})
+	return notifications{
+		keys: keys,
+		manager: notify.NewManager(notify.ManagerOptions{
+			Store: store, API: api, Tokens: tokens, Keys: keys, NotificationURL: cfg.PublicURL + "/notifications",
+			// Application permissions cannot subscribe to presence: the
+			// people of app-only tenants are always polled.
+			Skip:   func(a poller.Account) bool { return appOnly[strings.ToLower(a.TenantID)] },
+			Logger: logger.With("component", "subscriptions"),
+		}),
+		validator: notify.NewTokenValidator(notify.TokenValidatorOptions{KeysURL: notify.KeysURL(cfg.Entra.Authority), ClientID: cfg.Entra.ClientID, HTTPClient: hc}),
+	}, nil
 }
 
 // credential reads the client secret, or the certificate (PEM or PFX).
@@ -201,6 +256,19 @@ func (d *Daemon) Run(ctx context.Context, ready func(addr string)) error {
 		defer close(loopDone)
 		d.loop(ctx)
 	}()
+	subsDone := make(chan struct{})
+	go func() {
+		defer close(subsDone)
+		if d.Subscriptions == nil {
+			return
+		}
+		// Warm the signing keys, so that the first notification does not
+		// wait for them; a failure is retried when a token needs them.
+		if err := d.validator.Refresh(ctx); err != nil {
+			d.log.Warn("the authority's signing keys could not be read yet", "err", err)
+		}
+		d.Subscriptions.Run(ctx)
+	}()
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -210,9 +278,18 @@ func (d *Daemon) Run(ctx context.Context, ready func(addr string)) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	_ = srv.Shutdown(stopCtx)
-	select {
-	case <-loopDone:
-	case <-stopCtx.Done():
+	if d.Webhook != nil {
+		// A second to open and publish what was received; the rest stays
+		// in the store for the next process.
+		wctx, wcancel := context.WithTimeout(stopCtx, time.Second)
+		d.Webhook.Close(wctx)
+		wcancel()
+	}
+	for _, done := range []chan struct{}{loopDone, subsDone} {
+		select {
+		case <-done:
+		case <-stopCtx.Done():
+		}
 	}
 	_ = d.publisher.Close(stopCtx)
 	return runErr

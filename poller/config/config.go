@@ -5,8 +5,7 @@
 // that reports every problem with its key path.
 //
 // Keys that later versions implement are accepted and validated now:
-// entra.app_only_tenants, graph.notifications, graph.reconcile_interval,
-// service_bus.work_queue and storage.tables. Unimplemented reports which of
+// entra.app_only_tenants, service_bus.work_queue and storage.tables. Unimplemented reports which of
 // them are set, so that the program can say once at start that it does not
 // act on them yet.
 package config
@@ -169,9 +168,6 @@ func (c *Config) Unimplemented() []string {
 	var out []string
 	if len(c.Entra.AppOnlyTenants) > 0 {
 		out = append(out, "entra.app_only_tenants: app-only batch reads come in a later version; people of those tenants are read with their own sign-in")
-	}
-	if c.Graph.Notifications {
-		out = append(out, "graph.notifications: change notifications come in a later version; everyone is polled every graph.poll_interval")
 	}
 	if c.ServiceBus.WorkQueue != "" {
 		out = append(out, "service_bus.work_queue: only the functions command uses it, which comes in a later version")

@@ -2,8 +2,9 @@
 // sign-in pages (/auth/start, /auth/end), /healthz and the API protected by
 // api_key (/api/presence/{objectId}, /api/refresh, /api/accounts, and
 // DELETE /api/accounts/{objectId}, which `accounts remove` uses while serve
-// holds the store). /notifications answers 501 until change notifications
-// arrive in a later version.
+// holds the store), and POST /notifications, Graph's change-notification
+// webhook (poller/notify's Webhook, mounted as it is; 501 when
+// graph.notifications is off).
 //
 // Pages are html/template, so everything they show (a display name from the
 // id token, an error text from Entra) is escaped. No page, log line or
@@ -39,6 +40,20 @@ type Options struct {
 	// a short timeout.
 	Checks map[string]func(context.Context) error
 	Logger *slog.Logger
+	// Notifications serves /notifications (poller/notify's Webhook); nil
+	// when change notifications are off.
+	Notifications http.Handler
+	// Subscriptions learns of sign-ins (to subscribe the person at once)
+	// and removals (to delete their subscription first); nil when change
+	// notifications are off.
+	Subscriptions Subscriptions
+}
+
+// Subscriptions is what the server tells the change-notification side
+// (poller/notify's Manager).
+type Subscriptions interface {
+	Retry(ctx context.Context, id presence.UserID)
+	Remove(ctx context.Context, a poller.Account) error
 }
 
 // Server is the poller's HTTP handler.
@@ -58,9 +73,13 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /auth/start", s.start)
 	s.mux.HandleFunc("POST /auth/end", s.end)
 	s.mux.HandleFunc("GET /healthz", s.health)
-	s.mux.HandleFunc("/notifications", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "change notifications are not in this version of presence-poller", http.StatusNotImplemented)
-	})
+	if o.Notifications != nil {
+		s.mux.Handle("/notifications", o.Notifications)
+	} else {
+		s.mux.HandleFunc("/notifications", func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "change notifications are off (graph.notifications: false)", http.StatusNotImplemented)
+		})
+	}
 	s.mux.HandleFunc("GET /api/presence/{objectId}", s.api(s.presence))
 	s.mux.HandleFunc("POST /api/refresh", s.api(s.refresh))
 	s.mux.HandleFunc("GET /api/accounts", s.api(s.accounts))
@@ -146,6 +165,9 @@ func (s *Server) end(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("signed in", "user", id.UserID, "tenant", id.TenantID, "namespace", ob.Namespace, "topic", ob.Topic, "manual_setup", ob.Manual != nil)
+	if s.o.Subscriptions != nil {
+		s.o.Subscriptions.Retry(ctx, id.UserID)
+	}
 	published := false
 	if ob.Manual == nil {
 		sum, err := s.o.Engine.RefreshNow(ctx, acct)
@@ -237,6 +259,11 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not an object id"})
 		return
+	}
+	if a, err := s.o.Store.Account(r.Context(), id); err == nil && s.o.Subscriptions != nil {
+		if err := s.o.Subscriptions.Remove(r.Context(), a); err != nil {
+			s.log.Warn("subscription not deleted at Graph; it lapses within the hour", "user", id, "err", err)
+		}
 	}
 	switch err := s.o.Store.DeleteAccount(r.Context(), id); {
 	case errors.Is(err, poller.ErrNotFound):

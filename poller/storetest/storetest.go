@@ -27,6 +27,8 @@ func Run(t *testing.T, open func(t *testing.T) poller.Store) {
 	t.Run("presence compare-and-swap", func(t *testing.T) { cas(t, open(t)) })
 	t.Run("delete forgets everything", func(t *testing.T) { deleteAll(t, open(t)) })
 	t.Run("concurrent compare-and-swap", func(t *testing.T) { concurrentCAS(t, open(t)) })
+	t.Run("subscriptions compare-and-swap", func(t *testing.T) { subscriptions(t, open(t)) })
+	t.Run("key ring compare-and-swap", func(t *testing.T) { keyRing(t, open(t)) })
 }
 
 func accounts(t *testing.T, s poller.Store) {
@@ -154,6 +156,27 @@ func deleteAll(t *testing.T, s poller.Store) {
 	}
 }
 
+// deleteForgetsSubscription: removing a person removes their subscription
+// record with them, and nobody else's.
+func deleteForgetsSubscription(t *testing.T, s poller.Store) {
+	ctx := t.Context()
+	for _, i := range []int{7, 8} {
+		_ = s.PutAccount(ctx, poller.Account{UserID: id(i), State: poller.StateActive})
+		if _, err := s.PutSubscription(ctx, id(i), poller.Subscription{UserID: id(i), ID: fmt.Sprint("sub-", i)}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteAccount(ctx, id(7)); err != nil {
+		t.Fatal(err)
+	}
+	if _, tag, _ := s.Subscription(ctx, id(7)); tag != "" {
+		t.Error("the subscription record survived its person")
+	}
+	if sub, tag, _ := s.Subscription(ctx, id(8)); tag == "" || sub.ID != "sub-8" {
+		t.Error("deleting one person removed another's subscription record")
+	}
+}
+
 // concurrentCAS: 8 writers each append 25 pending messages with
 // read-modify-write retried on conflict; every append survives exactly
 // once, in a single total order.
@@ -205,5 +228,79 @@ func concurrentCAS(t *testing.T, s poller.Store) {
 			t.Fatalf("writer %d's appends out of order", w)
 		}
 		last[w] = i
+	}
+}
+
+func subscriptions(t *testing.T, s poller.Store) {
+	ctx := t.Context()
+	if got, err := s.Subscriptions(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("empty store lists subscriptions %v, %v", got, err)
+	}
+	if sub, tag, err := s.Subscription(ctx, id(1)); err != nil || tag != "" || sub.ID != "" {
+		t.Fatalf("missing subscription = %+v %q %v", sub, tag, err)
+	}
+	exp := time.Date(2026, 12, 3, 11, 0, 0, 0, time.UTC)
+	rec := poller.Subscription{UserID: id(1), TenantID: "t", ID: "sub-1", ClientStateHash: "h", CertificateID: "k1", ExpiresAt: exp}
+	t1, err := s.PutSubscription(ctx, id(1), rec, "")
+	if err != nil || t1 == "" {
+		t.Fatalf("create: %q %v", t1, err)
+	}
+	if _, err := s.PutSubscription(ctx, id(1), rec, ""); !errors.Is(err, poller.ErrConflict) {
+		t.Fatalf("create over an existing record: %v, want ErrConflict", err)
+	}
+	got, tag, err := s.Subscription(ctx, id(1))
+	if err != nil || tag != t1 || got.ID != "sub-1" || got.ClientStateHash != "h" || got.CertificateID != "k1" || !got.ExpiresAt.Equal(exp) {
+		t.Fatalf("read back %+v %q %v", got, tag, err)
+	}
+	rec.Failure, rec.Failures = "the webhook did not answer", 2
+	t2, err := s.PutSubscription(ctx, id(1), rec, t1)
+	if err != nil || t2 == t1 {
+		t.Fatalf("update: %q %v", t2, err)
+	}
+	if _, err := s.PutSubscription(ctx, id(1), rec, t1); !errors.Is(err, poller.ErrConflict) {
+		t.Fatalf("stale ETag: %v, want ErrConflict", err)
+	}
+	if _, err := s.PutSubscription(ctx, id(2), rec, t2); !errors.Is(err, poller.ErrConflict) {
+		t.Fatalf("ETag of a record that does not exist: %v, want ErrConflict", err)
+	}
+	for _, i := range []int{3, 2} {
+		if _, err := s.PutSubscription(ctx, id(i), poller.Subscription{UserID: id(i)}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := s.Subscriptions(ctx)
+	if err != nil || len(list) != 3 {
+		t.Fatalf("Subscriptions = %d, %v", len(list), err)
+	}
+	if !slices.IsSortedFunc(list, func(a, b poller.Subscription) int { return compare(a.UserID, b.UserID) }) {
+		t.Error("subscriptions are not ordered by user id")
+	}
+	if list[0].Failure != "the webhook did not answer" || list[0].Failures != 2 {
+		t.Errorf("listed %+v", list[0])
+	}
+	deleteForgetsSubscription(t, s)
+}
+
+func keyRing(t *testing.T, s poller.Store) {
+	ctx := t.Context()
+	if b, tag, err := s.KeyRing(ctx); err != nil || tag != "" || b != nil {
+		t.Fatalf("missing key ring = %q %q %v", b, tag, err)
+	}
+	t1, err := s.PutKeyRing(ctx, []byte("sealed-1"), "")
+	if err != nil || t1 == "" {
+		t.Fatalf("create: %q %v", t1, err)
+	}
+	if _, err := s.PutKeyRing(ctx, []byte("sealed-x"), ""); !errors.Is(err, poller.ErrConflict) {
+		t.Fatalf("create over an existing ring: %v, want ErrConflict", err)
+	}
+	t2, err := s.PutKeyRing(ctx, []byte("sealed-2"), t1)
+	if err != nil || t2 == t1 {
+		t.Fatalf("update: %q %v", t2, err)
+	}
+	if _, err := s.PutKeyRing(ctx, []byte("sealed-3"), t1); !errors.Is(err, poller.ErrConflict) {
+		t.Fatalf("stale ETag: %v, want ErrConflict", err)
+	}
+	if b, tag, err := s.KeyRing(ctx); err != nil || tag != t2 || string(b) != "sealed-2" {
+		t.Fatalf("read back %q %q %v", b, tag, err)
 	}
 }

@@ -1,0 +1,322 @@
+package graph
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/presence-bridge/presence-bridge/presence"
+)
+
+// Limits Graph documents for change-notification subscriptions.
+const (
+	// MaxPresenceLifetime is the longest a presence subscription may live
+	// before it must be renewed.
+	MaxPresenceLifetime = time.Hour
+	// DefaultWriteBudget subscription writes (create, renew, reauthorize,
+	// delete) per DefaultWriteWindow per tenant: under Graph's 1,000 per
+	// 20 s per app per tenant.
+	DefaultWriteBudget = 950
+	// DefaultWriteWindow is the span the write budget counts over.
+	DefaultWriteWindow = 20 * time.Second
+	// MaxClientState and MaxCertificateID are the longest clientState and
+	// encryptionCertificateId Graph accepts (clientState: 128 characters).
+	MaxClientState   = 128
+	MaxCertificateID = 128
+)
+
+// ErrSubscriptionNotFound: Graph does not know the subscription (it expired
+// or was deleted); a new one must be created.
+var ErrSubscriptionNotFound = errors.New("graph: no such subscription (expired or deleted)")
+
+// SubscriptionError is a subscription write Graph refused, with Graph's
+// error code and message (the message says, for example, that Graph could
+// not validate the notification URL).
+type SubscriptionError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *SubscriptionError) Error() string {
+	if e.Message != "" {
+		return fmt.Sprintf("graph: subscription refused (HTTP %d %s): %s", e.Status, e.Code, e.Message)
+	}
+	return fmt.Sprintf("graph: subscription refused (HTTP %d %s)", e.Status, e.Code)
+}
+
+// PresenceResource is the subscription resource of one person's presence.
+func PresenceResource(id presence.UserID) string {
+	return "communications/presences/" + string(id)
+}
+
+// NewSubscription is what a subscription is created with.
+type NewSubscription struct {
+	// Resource, for example PresenceResource(id); ChangeType "updated".
+	Resource   string
+	ChangeType string
+	// NotificationURL receives change notifications, LifecycleURL
+	// lifecycle notifications (the same URL may serve both); Graph
+	// validates both before it answers.
+	NotificationURL string
+	LifecycleURL    string
+	ExpiresAt       time.Time
+	// ClientState is echoed in every notification (≤ MaxClientState).
+	ClientState string
+	// IncludeResourceData asks for rich notifications, encrypted to
+	// Certificate (DER of an X.509 certificate with an RSA key of 2,048 to
+	// 4,096 bits) named CertificateID (≤ MaxCertificateID).
+	IncludeResourceData bool
+	Certificate         []byte
+	CertificateID       string
+}
+
+// SubscriptionInfo is Graph's answer to a create or renew.
+type SubscriptionInfo struct {
+	ID        string
+	Resource  string
+	ExpiresAt time.Time
+}
+
+// SubscriptionsOptions configure a Subscriptions client.
+type SubscriptionsOptions struct {
+	// Endpoint is Graph's base URL; default https://graph.microsoft.com.
+	Endpoint string
+	// HTTPClient makes the requests; default a client with a 30 s timeout
+	// (a create waits for Graph to validate the notification URL, up to
+	// 10 s).
+	HTTPClient *http.Client
+	// Budget writes per Window per tenant; defaults DefaultWriteBudget and
+	// DefaultWriteWindow.
+	Budget int
+	Window time.Duration
+	Logger *slog.Logger
+}
+
+// Subscriptions creates, renews, reauthorizes and deletes change-notification
+// subscriptions with a person's delegated token, keeping Graph's write limit
+// per tenant (writes wait for room in the window; after a 429 or 503 the
+// tenant's writes fail at once with a *ThrottledError until Retry-After
+// has passed). It is safe for concurrent use.
+type Subscriptions struct {
+	endpoint string
+	http     *http.Client
+	budget   int
+	window   time.Duration
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	tenants map[string]*tenant
+}
+
+// NewSubscriptions returns a Subscriptions client.
+func NewSubscriptions(o SubscriptionsOptions) *Subscriptions {
+	s := &Subscriptions{
+		endpoint: strings.TrimRight(o.Endpoint, "/"), http: o.HTTPClient, budget: o.Budget, window: o.Window,
+		log: o.Logger, tenants: make(map[string]*tenant),
+	}
+	if s.endpoint == "" {
+		s.endpoint = DefaultEndpoint
+	}
+	if s.http == nil {
+		s.http = &http.Client{Timeout: 30 * time.Second}
+	}
+	if s.budget <= 0 {
+		s.budget = DefaultWriteBudget
+	}
+	if s.window <= 0 {
+		s.window = DefaultWriteWindow
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+func (s *Subscriptions) tenant(id string) *tenant {
+	key := strings.ToLower(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tenants[key]
+	if t == nil {
+		t = &tenant{id: id, slots: make(chan struct{}, DefaultConcurrency), budget: s.budget, window: s.window}
+		s.tenants[key] = t
+	}
+	return t
+}
+
+type wireSubscription struct {
+	ID                       string `json:"id,omitempty"`
+	Resource                 string `json:"resource,omitempty"`
+	ChangeType               string `json:"changeType,omitempty"`
+	NotificationURL          string `json:"notificationUrl,omitempty"`
+	LifecycleNotificationURL string `json:"lifecycleNotificationUrl,omitempty"`
+	ExpirationDateTime       string `json:"expirationDateTime,omitempty"`
+	ClientState              string `json:"clientState,omitempty"`
+	IncludeResourceData      bool   `json:"includeResourceData,omitempty"`
+	EncryptionCertificate    string `json:"encryptionCertificate,omitempty"`
+	EncryptionCertificateID  string `json:"encryptionCertificateId,omitempty"`
+}
+
+func (w wireSubscription) info() (SubscriptionInfo, error) {
+	if w.ID == "" {
+		return SubscriptionInfo{}, errors.New("graph: subscription reply without an id")
+	}
+	exp, err := time.Parse(time.RFC3339Nano, w.ExpirationDateTime)
+	if err != nil {
+		return SubscriptionInfo{}, fmt.Errorf("graph: subscription reply: expirationDateTime: %w", err)
+	}
+	return SubscriptionInfo{ID: w.ID, Resource: w.Resource, ExpiresAt: exp}, nil
+}
+
+// Create creates a subscription (POST /subscriptions). Graph validates the
+// notification URLs before it answers: a URL it cannot reach, or that does
+// not echo the validation token in time, is a *SubscriptionError (HTTP 400).
+func (s *Subscriptions) Create(ctx context.Context, tenantID, token string, n NewSubscription) (SubscriptionInfo, error) {
+	if len(n.ClientState) > MaxClientState || len(n.CertificateID) > MaxCertificateID {
+		return SubscriptionInfo{}, errors.New("graph: clientState or encryptionCertificateId too long")
+	}
+	w := wireSubscription{
+		Resource: n.Resource, ChangeType: n.ChangeType, NotificationURL: n.NotificationURL, LifecycleNotificationURL: n.LifecycleURL,
+		ExpirationDateTime: n.ExpiresAt.UTC().Format(time.RFC3339Nano), ClientState: n.ClientState, IncludeResourceData: n.IncludeResourceData,
+		EncryptionCertificateID: n.CertificateID,
+	}
+	if n.Certificate != nil {
+		w.EncryptionCertificate = base64.StdEncoding.EncodeToString(n.Certificate)
+	}
+	var out wireSubscription
+	if err := s.write(ctx, tenantID, token, http.MethodPost, "/v1.0/subscriptions", w, &out); err != nil {
+		return SubscriptionInfo{}, err
+	}
+	return out.info()
+}
+
+// Renew extends a subscription to expires (PATCH /subscriptions/{id}),
+// which also reauthorizes it. With certificate set it also moves the
+// subscription's rich notifications to that certificate (key rotation).
+func (s *Subscriptions) Renew(ctx context.Context, tenantID, token, id string, expires time.Time, certificate []byte, certificateID string) (SubscriptionInfo, error) {
+	w := wireSubscription{ExpirationDateTime: expires.UTC().Format(time.RFC3339Nano)}
+	if certificate != nil {
+		w.EncryptionCertificate = base64.StdEncoding.EncodeToString(certificate)
+		w.EncryptionCertificateID = certificateID
+	}
+	var out wireSubscription
+	if err := s.write(ctx, tenantID, token, http.MethodPatch, "/v1.0/subscriptions/"+pathID(id), w, &out); err != nil {
+		return SubscriptionInfo{}, err
+	}
+	if out.ID == "" {
+		out.ID = id
+	}
+	return out.info()
+}
+
+// Reauthorize answers a reauthorizationRequired lifecycle notification
+// without extending the subscription (POST /subscriptions/{id}/reauthorize).
+func (s *Subscriptions) Reauthorize(ctx context.Context, tenantID, token, id string) error {
+	return s.write(ctx, tenantID, token, http.MethodPost, "/v1.0/subscriptions/"+pathID(id)+"/reauthorize", nil, nil)
+}
+
+// Delete deletes a subscription (DELETE /subscriptions/{id}); one Graph no
+// longer knows is ErrSubscriptionNotFound.
+func (s *Subscriptions) Delete(ctx context.Context, tenantID, token, id string) error {
+	return s.write(ctx, tenantID, token, http.MethodDelete, "/v1.0/subscriptions/"+pathID(id), nil, nil)
+}
+
+// pathID keeps an id from another source (a store) from adding path
+// segments or a query.
+func pathID(id string) string {
+	return strings.NewReplacer("/", "%2F", "?", "%3F", "#", "%23").Replace(id)
+}
+
+func (s *Subscriptions) write(ctx context.Context, tenantID, token, method, path string, body, into any) error {
+	t := s.tenant(tenantID)
+	release, err := t.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("graph: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.endpoint+path, rd)
+	if err != nil {
+		return fmt.Errorf("graph: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("graph: %s subscription: %w", method, stripURL(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("graph: %s subscription: read reply: %w", method, err)
+	}
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case resp.StatusCode == http.StatusUnauthorized:
+		return ErrUnauthorized
+	case resp.StatusCode == http.StatusNotFound:
+		return ErrSubscriptionNotFound
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+		until := time.Now().Add(RetryAfter(resp.Header.Get("Retry-After"), time.Now()))
+		t.block(until)
+		s.log.Warn("graph throttled a tenant's subscription writes", "tenant", tenantID, "status", resp.StatusCode, "until", until.UTC().Format(time.RFC3339))
+		return &ThrottledError{TenantID: tenantID, Status: resp.StatusCode, Until: until}
+	default:
+		code, msg := errorDetail(data)
+		return &SubscriptionError{Status: resp.StatusCode, Code: code, Message: msg}
+	}
+	if into == nil || len(data) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(data, into); err != nil {
+		return fmt.Errorf("graph: %s subscription: reply is not the expected JSON: %w", method, err)
+	}
+	return nil
+}
+
+func errorDetail(data []byte) (code, message string) {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &e) != nil {
+		return "", ""
+	}
+	return clip(e.Error.Code, 64), clip(e.Error.Message, 300)
+}
+
+// ParsePresence reads a presence resource as Graph sends it (a read's
+// reply, or the decrypted resource data of a rich change notification).
+func ParsePresence(data []byte, tenantID string) (presence.Update, error) {
+	var w wirePresence
+	if err := json.Unmarshal(data, &w); err != nil {
+		return presence.Update{}, fmt.Errorf("graph: presence: %w", err)
+	}
+	u, err := w.update(tenantID)
+	if err != nil {
+		return presence.Update{}, fmt.Errorf("graph: presence: %w", err)
+	}
+	return u, nil
+}
