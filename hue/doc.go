@@ -10,10 +10,11 @@
 //   - at most one command per min_interval per bridge, all groups together,
 //     measured from the end of the previous command so that two commands
 //     never reach the bridge closer than that; changes in between coalesce
-//     and the last one wins; the group that waited longest goes first;
-//   - only what changed: nothing when the lamps already show the look, "on"
-//     only when they are not known to be on, colour fields only when they
-//     differ from the last ones the bridge accepted;
+//     and the last one wins; the group commanded least recently goes first;
+//   - only what changed: nothing when the lamps already show the look,
+//     colour fields only when they differ from the last ones the bridge
+//     accepted, and "on" with every look that is on (a lamp shared with
+//     another group, or switched off by hand, may be off);
 //   - mode always drives, off never does, auto drives only while Home
 //     Assistant is absent (no MQTT, or its last homeassistant/status was
 //     offline, or none seen since connecting). Taking control sends every

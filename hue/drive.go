@@ -11,9 +11,9 @@ import (
 )
 
 // driver is the goroutine of one Hue bridge: it resolves the configured
-// groups, sends at most one command per min_interval (the group that waited
-// longest first), and backs off while the bridge fails. Its fields are
-// owned by that goroutine; the groups' state is guarded by Sink.mu.
+// groups, sends at most one command per min_interval (the group commanded
+// least recently first), and backs off while the bridge fails. Its fields
+// are owned by that goroutine; the groups' state is guarded by Sink.mu.
 type driver struct {
 	s   *Sink
 	b   *bridgeLoop

@@ -96,7 +96,10 @@ type groupState struct {
 	// failedLook is a look the bridge refused for good (bad value): it is not
 	// retried until the desired look changes.
 	failedLook *Look
-	dirtySince time.Time
+	// lastSent is when the group was last commanded (zero: never): the
+	// group commanded least recently goes first, so groups that change
+	// all the time share the bridge's budget in turn.
+	lastSent time.Time
 }
 
 // bridgeLoop is the state of one Hue bridge.
@@ -309,11 +312,6 @@ func (s *Sink) updateDesiredLocked(g *groupState) bool {
 	}
 	g.desired, g.hasDesired = look, true
 	g.failedLook = nil
-	if g.dirtySince.IsZero() {
-		// Waiting starts with the first change not sent; later changes keep
-		// the group's place in the queue.
-		g.dirtySince = time.Now()
-	}
 	return true
 }
 
@@ -383,11 +381,7 @@ func (g *groupState) applied(a Action, look Look) {
 		g.colorKnown = true
 		g.known = look
 	}
-	// Still dirty (the look changed meanwhile): to the back of the queue.
-	g.dirtySince = time.Time{}
-	if g.hasDesired && !actionFor(g).Empty() {
-		g.dirtySince = time.Now()
-	}
+	g.lastSent = time.Now()
 }
 
 // job is one command the loop decided to send.
@@ -398,8 +392,11 @@ type job struct {
 	action Action
 }
 
-// next picks the group that has waited longest for a command, when the
-// sink is active. It returns ok false when there is nothing to send.
+// next picks, when the sink is active, the group to command: of those whose
+// lamps do not show their look, the one commanded least recently. (Picking
+// the one that waited longest starved a group: a look that flips back to
+// what the lamps show for a moment restarted its wait.) It returns ok false
+// when there is nothing to send.
 func (s *Sink) next(b *bridgeLoop) (job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -417,13 +414,9 @@ func (s *Sink) next(b *bridgeLoop) (job, bool) {
 		}
 		a := actionFor(g)
 		if a.Empty() {
-			g.dirtySince = time.Time{}
 			continue
 		}
-		if g.dirtySince.IsZero() {
-			g.dirtySince = time.Now()
-		}
-		if pick == nil || g.dirtySince.Before(pick.dirtySince) {
+		if pick == nil || g.lastSent.Before(pick.lastSent) {
 			pick, pickAction = g, a
 		}
 	}
@@ -468,6 +461,7 @@ func (s *Sink) commandFailed(log *slog.Logger, j job, err error) {
 	defer s.mu.Unlock()
 	g := j.group
 	g.onKnown, g.colorKnown = false, false
+	g.lastSent = time.Now() // its turn is used: the others go first
 	switch {
 	case errors.Is(err, ErrNotAvailable):
 		g.id = ""

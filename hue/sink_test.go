@@ -110,6 +110,7 @@ func TestRateLimitCoalesces(t *testing.T) {
 		)
 		h := startHarness(t, fake, cfg, nil)
 		synctest.Wait()
+		all0 := time.Now()
 		cycle := []presence.Availability{presence.AvailabilityBusy, presence.AvailabilityAvailable, presence.AvailabilityAway, presence.AvailabilityDoNotDisturb}
 		for i := range 100 {
 			h.apply(t, alexID, cycle[i%len(cycle)], presence.ActivityPresenceUnknown)
@@ -131,6 +132,9 @@ func TestRateLimitCoalesces(t *testing.T) {
 			}
 			if len(cmds) < 3 {
 				t.Errorf("group %s: only %d commands: not coalescing but dropping", g, len(cmds))
+				for _, c := range fake.Commands() {
+					t.Logf("%v %s %s %d", c.At.Sub(all0), c.Group, c.Raw, c.Status)
+				}
 			}
 		}
 		// Two groups share the bridge's budget: no two commands closer than 1 s.
