@@ -17,6 +17,7 @@ func TestBrowserClicksThrough(t *testing.T) {
 		t.Skip("starts a browser")
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		if r.Method == http.MethodPost {
 			_ = r.ParseForm()
 			w.Write([]byte(`<p id="out">hello ` + r.PostForm.Get("who") + `</p>`))
