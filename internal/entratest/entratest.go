@@ -406,7 +406,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.issue(w, rt.person, "", echoScope(rt.scope, f.Get("scope")))
-	case deviceCodeGrant:
+	case deviceCodeGrant, "device_code": // MSAL sends the short form, Entra takes both
 		s.pollDeviceCode(w, f)
 	case "client_credentials":
 		at := s.mint("app-at-")
