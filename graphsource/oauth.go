@@ -77,8 +77,8 @@ func printable(s string) string {
 }
 
 // parseDeviceInterval reads the polling interval of a device authorization
-// reply: Entra's whole seconds, 5 when missing or unusable, capped at a
-// minute so a wrong value cannot make a sign-in unusable.
+// reply: Entra's whole seconds, 5 when missing or unusable, between a
+// second and a minute so a wrong value cannot make a sign-in unusable.
 func parseDeviceInterval(body []byte) time.Duration {
 	var r struct {
 		Interval json.Number `json:"interval"`
@@ -89,10 +89,15 @@ func parseDeviceInterval(body []byte) time.Duration {
 		return defaultDeviceInterval
 	}
 	n, err := r.Interval.Float64()
-	if err != nil || n <= 0 || n != n {
+	switch {
+	case err != nil || n <= 0 || n != n:
 		return defaultDeviceInterval
+	case n >= 60:
+		return time.Minute
+	case n < 1:
+		return time.Second
 	}
-	return min(time.Duration(n*float64(time.Second)), time.Minute)
+	return time.Duration(n * float64(time.Second))
 }
 
 type requestKind uint8

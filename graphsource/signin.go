@@ -164,13 +164,16 @@ func signInFailure(ctx context.Context, err error, last oauthError, polling bool
 		return &SignInError{Outcome: OutcomeExpired}
 	case "authorization_declined", "access_denied":
 		return &SignInError{Outcome: OutcomeDeclined}
-	case "":
-	default:
-		return &SignInError{Outcome: OutcomeRefused, Detail: describe(last)}
 	}
 	if polling && errors.Is(err, context.DeadlineExceeded) {
-		// MSAL stops polling when the code's lifetime ends.
+		// MSAL stops polling when the code's lifetime ends (the last
+		// answer was then a pending or slow_down one).
 		return &SignInError{Outcome: OutcomeExpired}
+	}
+	switch last.Code {
+	case "", "authorization_pending", "slow_down":
+	default:
+		return &SignInError{Outcome: OutcomeRefused, Detail: describe(last)}
 	}
 	if last.Status != 0 {
 		return &SignInError{Outcome: OutcomeUnreachable, Detail: last.Description}

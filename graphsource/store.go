@@ -271,7 +271,7 @@ func (s *Store) Remove(match string) (Account, error) {
 // write replaces the account's file atomically (temporary file, fsync,
 // rename). The caller holds the lock.
 func (s *Store) write(a Account) error {
-	data, err := json.MarshalIndent(a, "", "  ")
+	data, err := json.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("graph accounts: %w", err)
 	}
