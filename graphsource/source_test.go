@@ -479,3 +479,34 @@ func TestNoSecretsInLogs(t *testing.T) {
 		})
 	}
 }
+
+// TestLoginAndRemoveBesideTheDaemon: an account stored by `presence-bridge
+// login` in another process is picked up by the running source; `accounts
+// remove` makes it stop using the account, whose users are then shown
+// unavailable; the running source never writes a removed account back,
+// though it refreshes tokens every cycle.
+func TestLoginAndRemoveBesideTheDaemon(t *testing.T) {
+	r := newRig(t, entratest.Options{TokenLifetime: time.Minute}) // a refresh, and a write, every cycle
+	r.start(t, slog.LevelInfo)
+	eventually(t, "alex shown unavailable", func() bool { return r.core.markedCount(alexID) == 1 })
+	r.graph.SetPresence(alexID, graphtest.Presence{Availability: "Busy", Activity: "Busy"})
+	sam := r.signInDirect(t, samID, "Presence.Read.All")
+	r.waitFor(t, alexID, "alex read through the new sign-in", busy)
+	if !strings.Contains(r.logs.String(), "signed-in account added") {
+		t.Error("the new account was not logged")
+	}
+	refreshes := r.entra.TokenRequests("refresh_token")
+	eventually(t, "token refreshes", func() bool { return r.entra.TokenRequests("refresh_token") > refreshes+2 })
+	store := NewStore(r.dataDir)
+	if _, err := store.Remove(sam.UPN); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "alex shown unavailable again", func() bool { return r.core.markedCount(alexID) == 2 })
+	reads := r.graph.Total()
+	eventually(t, "a few more cycles", func() bool {
+		return strings.Contains(r.logs.String(), "signed-in account removed") && r.graph.Total() == reads
+	})
+	if accounts, _ := store.List(); len(accounts) != 0 {
+		t.Errorf("a removed account was written back: %+v", accounts[0].UPN)
+	}
+}
