@@ -250,6 +250,21 @@ func TestSignInFromHomeAssistant(t *testing.T) {
 	if strings.Contains(logs.String(), st.Code) {
 		t.Error("the user code reached the log at info level")
 	}
+
+	// The sign-in is revoked: Alex is shown unavailable, the notification
+	// is raised again naming the account, and a new code is on the sensor.
+	mark := msgs.len()
+	e.RevokeAccess(alexID)
+	msgs.awaitFrom(t, mark, "alex unavailable after the revocation", func(m mqtt.Message) bool {
+		return m.Topic() == "presence-bridge/"+alexID+"/availability" && string(m.Payload()) == "offline"
+	})
+	waitFor(t, "the notification raised again", func() bool {
+		return sup.find("/core/api/services/persistent_notification/create", "alex@contoso.com needs renewing")
+	})
+	msgs.awaitFrom(t, mark, "a new code on the sensor", func(m mqtt.Message) bool {
+		return m.Topic() == "presence-bridge/bridge/graph_sign_in_code" && strings.Contains(string(m.Payload()), "enter the code") &&
+			!strings.Contains(string(m.Payload()), st.Code)
+	})
 }
 
 // TestBothSourcesStayInOrder: the graph source and the Service Bus source
@@ -350,11 +365,24 @@ func collect(ch <-chan mqtt.Message) *collector {
 
 func (c *collector) await(t *testing.T, what string, want func(mqtt.Message) bool) mqtt.Message {
 	t.Helper()
+	return c.awaitFrom(t, 0, what, want)
+}
+
+// len is how many messages arrived so far.
+func (c *collector) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
+// awaitFrom waits for a message among those from the from-th on.
+func (c *collector) awaitFrom(t *testing.T, from int, what string, want func(mqtt.Message) bool) mqtt.Message {
+	t.Helper()
 	var found mqtt.Message
 	waitFor(t, what, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		for _, m := range c.msgs {
+		for _, m := range c.msgs[from:] {
 			if want(m) {
 				found = m
 				return true
