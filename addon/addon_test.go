@@ -110,6 +110,7 @@ func TestLoadFull(t *testing.T) {
 			{ID: samID, Name: "Sam", ConnectionString: samConn},
 		},
 		ServiceBus: config.ServiceBus{ConnectionString: connStr, Subscription: "office"},
+		Graph:      config.Default().Graph,
 		MQTT: config.MQTT{
 			URL: "ssl://broker.example:8883", Username: "bridge", Password: "mqtt-secret", CAFile: caFile,
 			ClientID: "office-bridge", DiscoveryPrefix: "ha", BaseTopic: "office-presence",

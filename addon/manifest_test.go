@@ -622,6 +622,27 @@ func TestManifestOptionsLoad(t *testing.T) {
 	}
 }
 
+// TestManifestGraphOnlyLoads: a household without Azure fills in only
+// graph.client_id (service_bus keeps its defaults, no connection string):
+// a valid configuration with the graph source alone.
+func TestManifestGraphOnlyLoads(t *testing.T) {
+	m := decodeYAML(t, "config.yaml")
+	opts := m["options"].(map[string]any)
+	opts["users"] = []any{map[string]any{"id": alexID, "name": "Alex"}}
+	opts["graph"].(map[string]any)["client_id"] = "7d8e9f00-1111-2222-3333-444455556666"
+	raw, err := json.Marshal(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.FromJSON(raw)
+	if err != nil {
+		t.Fatalf("FromJSON: %v", err)
+	}
+	if !cfg.Graph.Enabled() || cfg.ServiceBusEnabled() {
+		t.Errorf("graph %v, service bus %v: want the graph source alone", cfg.Graph.Enabled(), cfg.ServiceBusEnabled())
+	}
+}
+
 // TestEnumerations: list(...) options offer exactly what config accepts.
 func TestEnumerations(t *testing.T) {
 	m := decodeYAML(t, "config.yaml")

@@ -54,10 +54,15 @@ type Notifier struct {
 	have     map[string]notice // what it shows, as far as known
 }
 
-// notice is one component's notification state.
+// notice is one notification's state: a component's (worded by
+// componentWording from its detail), or one a caller words itself (Show).
 type notice struct {
 	raised bool
 	detail string
+	// own notices: the caller's title and message; a changed message is
+	// delivered again (the same notification_id replaces the old one).
+	own            bool
+	title, message string
 }
 
 var _ bridge.StatusReporter = (*Notifier)(nil)
@@ -113,6 +118,29 @@ func (n *Notifier) SetStatus(component string, ok bool, detail string) {
 	}
 }
 
+// Show raises (or updates) the notification key with the caller's title
+// and Markdown message, or dismisses it when message is empty. The graph
+// source's sign-in uses it: the code to enter while a sign-in waits,
+// dismissed once it completes. The first call dismisses what a previous
+// run may have left. It never blocks; Run delivers.
+func (n *Notifier) Show(key, title, message string) {
+	n.mu.Lock()
+	_, seen := n.want[key]
+	if message == "" {
+		n.want[key] = notice{own: true}
+		if !seen {
+			n.have[key] = notice{raised: true, own: true}
+		}
+	} else {
+		n.want[key] = notice{raised: true, own: true, title: title, message: message}
+	}
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
 // Run delivers notification changes until ctx ends, retrying failed
 // deliveries with back-off. It returns nil when ctx ends.
 func (n *Notifier) Run(ctx context.Context) error {
@@ -158,7 +186,7 @@ func (n *Notifier) deliver(ctx context.Context) bool {
 		}
 		var err error
 		if want.raised {
-			err = n.create(ctx, component, want.detail)
+			err = n.create(ctx, component, want)
 		} else {
 			err = n.dismiss(ctx, component)
 		}
@@ -180,7 +208,7 @@ func (n *Notifier) nextChange() (string, notice, bool) {
 	defer n.mu.Unlock()
 	names := make([]string, 0, len(n.want))
 	for c, w := range n.want {
-		if h, ok := n.have[c]; !ok && !w.raised || ok && h.raised == w.raised {
+		if h, ok := n.have[c]; !ok && !w.raised || ok && h.raised == w.raised && h.message == w.message {
 			continue
 		}
 		names = append(names, c)
@@ -214,10 +242,12 @@ func componentWording(component string) (title, hint string) {
 	return component, "See the add-on's log for details."
 }
 
-func (n *Notifier) create(ctx context.Context, component, detail string) error {
+func (n *Notifier) create(ctx context.Context, component string, want notice) error {
 	title, msg := componentWording(component)
-	if detail != "" {
-		msg = "**" + detail + "**\n\n" + msg
+	if want.own {
+		title, msg = want.title, want.message
+	} else if want.detail != "" {
+		msg = "**" + want.detail + "**\n\n" + msg
 	}
 	_, err := n.sup.do(ctx, http.MethodPost, "/core/api/services/persistent_notification/create", map[string]string{
 		"title":           "Presence Bridge: " + title,

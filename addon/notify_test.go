@@ -209,3 +209,26 @@ func TestNotifierRetriesWithBackoff(t *testing.T) {
 		}
 	})
 }
+
+// TestNotifierShow: a caller-worded notification is created with its
+// text, updated when the text changes (not when it is repeated), dismissed
+// on an empty text, and its first empty text dismisses a leftover.
+func TestNotifierShow(t *testing.T) {
+	sup := newFakeSupervisor(t, map[string]answer{})
+	n := NewNotifier(NotifierOptions{SupervisorURL: sup.srv.URL, Token: testToken})
+	runNotifier(t, n)
+	n.Show("graph_sign_in", "Presence Bridge: Microsoft sign-in", "")
+	sup.nextIs(t, call{Path: dismissPath, Body: map[string]string{"notification_id": "presence_bridge_graph_sign_in"}})
+	n.Show("graph_sign_in", "Presence Bridge: Microsoft sign-in", "enter the code **ABCD**")
+	sup.nextIs(t, call{Path: createPath, Body: map[string]string{
+		"notification_id": "presence_bridge_graph_sign_in", "title": "Microsoft sign-in", "message": "**ABCD**",
+	}})
+	n.Show("graph_sign_in", "Presence Bridge: Microsoft sign-in", "enter the code **ABCD**")
+	n.Show("graph_sign_in", "Presence Bridge: Microsoft sign-in", "enter the code **WXYZ**")
+	sup.nextIs(t, call{Path: createPath, Body: map[string]string{"notification_id": "presence_bridge_graph_sign_in", "message": "**WXYZ**"}})
+	n.Show("graph_sign_in", "Presence Bridge: Microsoft sign-in", "")
+	sup.nextIs(t, call{Path: dismissPath, Body: map[string]string{"notification_id": "presence_bridge_graph_sign_in"}})
+	n.Show("graph_sign_in", "Presence Bridge: Microsoft sign-in", "")
+	n.SetStatus("probe", false, "x")
+	sup.nextIs(t, call{Path: createPath, Body: map[string]string{"notification_id": "presence_bridge_probe"}})
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"runtime"
 )
 
@@ -28,6 +29,9 @@ type Env struct {
 	// ConfiguredUsers, when set, learns how many users the daemon runs
 	// with before it starts (main sizes the runtime's memory limit by it).
 	ConfiguredUsers func(n int)
+	// HTTPClient, when set, is what login uses to reach Microsoft (tests:
+	// one that trusts the fake Entra).
+	HTTPClient *http.Client
 }
 
 func (e Env) getenv(name string) string {
@@ -46,6 +50,10 @@ commands:
   demo           moved to its own program: make demo (go run ./cmd/presence-demo)
   hue pair       wait for the Hue link button and print a new API key
   hue groups     list a Hue bridge's groups
+  login          sign in to Microsoft for the graph source (device code)
+                 -config FILE
+  accounts       list the graph source's signed-in accounts; accounts
+                 remove <upn> forgets one          -config FILE
   healthcheck    ask the running bridge's health endpoint (exit 0 when healthy)
   version        print version, commit and Go version
 `
@@ -66,6 +74,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return runDemo(ctx, args, env)
 	case "hue":
 		return runHue(ctx, args, env)
+	case "login":
+		return runLogin(ctx, args, env)
+	case "accounts":
+		return runAccounts(ctx, args, env)
 	case "healthcheck":
 		return runHealthcheck(ctx, args, env)
 	case "version":

@@ -13,6 +13,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/discovery"
+	"github.com/presence-bridge/presence-bridge/graphsource"
 	"github.com/presence-bridge/presence-bridge/health"
 	"github.com/presence-bridge/presence-bridge/hue"
 	"github.com/presence-bridge/presence-bridge/presence"
@@ -23,7 +24,8 @@ import (
 const shutdownGrace = 4500 * time.Millisecond
 
 // Source produces presence updates for the core: the Service Bus source,
-// later the Graph source, or the demo's simulated people.
+// the Graph source, or the demo's simulated people. A source that also has
+// StartSignIn (the Graph source) gets Home Assistant's Sign in button.
 type Source interface {
 	// Name is the component the source reports its health under, and the
 	// connectivity sensor it gets on the bridge device in Home Assistant.
@@ -52,6 +54,10 @@ type DaemonOptions struct {
 	// ServiceBus tunes the Service Bus source (tests); Config, Users,
 	// Logger and Status are filled in.
 	ServiceBus sbsource.Options
+	// Graph tunes the graph source (tests: an HTTP client that trusts the
+	// fakes); Config, Users, DataDir, Logger, Status, OnPrompt and
+	// AutoSignIn are filled in.
+	Graph graphsource.Options
 	// MQTTDial overrides how the Home Assistant sink connects (tests).
 	MQTTDial discovery.Dialer
 	// OnHueCommand is told each command a Hue bridge accepted (the demo
@@ -86,9 +92,10 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	}
 	factories := o.Sources
 	if factories == nil {
-		factories = configuredSources(cfg, o.ServiceBus)
+		factories = d.configuredSources(o)
 	}
 	var names []string
+	var signIn func()
 	for _, f := range factories {
 		src, err := f(d.Health, logger)
 		if err != nil {
@@ -96,9 +103,12 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		}
 		d.sources = append(d.sources, src)
 		names = append(names, src.Name())
+		if s, ok := src.(interface{ StartSignIn() }); ok {
+			signIn = s.StartSignIn
+		}
 	}
 	if len(d.sources) == 0 {
-		return nil, errors.New("no source: configure service_bus")
+		return nil, errors.New("no source: configure service_bus or graph")
 	}
 
 	var sinks []bridge.SinkSpec
@@ -121,7 +131,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		opts := discovery.Options{
 			Config: mc, Users: cfg.Users, Version: o.Version,
 			Logger: logger.With("component", "mqtt"), Status: d.Health,
-			Sources: names, Dial: o.MQTTDial,
+			Sources: names, Dial: o.MQTTDial, SignIn: signIn,
 		}
 		if d.hue != nil {
 			opts.Mode = d.hue
@@ -157,16 +167,52 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 }
 
 // configuredSources are the sources the configuration names.
-func configuredSources(cfg *config.Config, tuning sbsource.Options) []SourceFactory {
-	return []SourceFactory{func(status bridge.StatusReporter, logger *slog.Logger) (Source, error) {
-		o := tuning
-		o.Config, o.Users, o.Status, o.Logger = cfg.ServiceBus, cfg.Users, status, logger
-		if o.SettleTimeout == 0 {
-			// Giving back what is in hand must fit in SPEC §6's 5 s stop.
-			o.SettleTimeout = 3 * time.Second
+func (d *Daemon) configuredSources(do DaemonOptions) []SourceFactory {
+	cfg := d.cfg
+	var out []SourceFactory
+	if cfg.ServiceBusEnabled() {
+		out = append(out, func(status bridge.StatusReporter, logger *slog.Logger) (Source, error) {
+			o := do.ServiceBus
+			o.Config, o.Users, o.Status, o.Logger = cfg.ServiceBus, cfg.Users, status, logger
+			if o.SettleTimeout == 0 {
+				// Giving back what is in hand must fit in SPEC §6's 5 s stop.
+				o.SettleTimeout = 3 * time.Second
+			}
+			return sbsource.New(o)
+		})
+	}
+	if cfg.Graph.Enabled() {
+		out = append(out, func(status bridge.StatusReporter, logger *slog.Logger) (Source, error) {
+			o := do.Graph
+			o.Config, o.Users, o.Status, o.Logger = cfg.Graph, cfg.Users, status, logger
+			o.DataDir = cfg.DataDirOrDefault(do.AddOn)
+			o.OnPrompt = d.showSignIn
+			// A code asked for by itself (an expired sign-in) is only
+			// useful where someone sees it.
+			o.AutoSignIn = cfg.MQTT.Enabled() || do.AddOn
+			return graphsource.New(o)
+		})
+	}
+	return out
+}
+
+// signInNotice is the add-on notification of the graph source's sign-in.
+const signInNotice = "graph_sign_in"
+
+// showSignIn shows the graph source's sign-in prompt in Home Assistant: the
+// graph_sign_in_code sensor and, in the add-on, a notification. It runs in
+// the source's goroutine, after NewDaemon has built the sinks.
+func (d *Daemon) showSignIn(p graphsource.Prompt) {
+	if d.mqtt != nil {
+		st := discovery.SignInState{LastResult: p.LastResult}
+		if w := p.Waiting; w != nil {
+			st.URL, st.Code, st.ExpiresAt = w.URL, w.Code, w.ExpiresAt
 		}
-		return sbsource.New(o)
-	}}
+		d.mqtt.SetSignIn(st)
+	}
+	if d.notifier != nil {
+		d.notifier.Show(signInNotice, "Presence Bridge: Microsoft sign-in", p.Notice)
+	}
 }
 
 // Submitter is the core, for callers that feed it directly.
@@ -228,7 +274,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // userFixable picks the problems worth a Home Assistant notification: those
 // only the user can fix (a rejected Hue key, a refused or misnamed Service
-// Bus entity), not outages that heal by themselves.
+// Bus entity), not outages that heal by themselves. The graph source words
+// its own notification (showSignIn): its problems all need a sign-in.
 func userFixable(component, detail string) bool {
 	switch component {
 	case sbsource.SourceName:

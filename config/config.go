@@ -5,6 +5,10 @@
 package config
 
 import (
+	"net/url"
+	"strings"
+	"time"
+
 	"github.com/presence-bridge/presence-bridge/internal/yamlconf"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
@@ -19,6 +23,7 @@ type Config struct {
 	// add-on, ./data otherwise (see DataDirOrDefault).
 	DataDir    string     `yaml:"data_dir" json:"data_dir"`
 	ServiceBus ServiceBus `yaml:"service_bus" json:"service_bus"`
+	Graph      Graph      `yaml:"graph" json:"graph"`
 	MQTT       MQTT       `yaml:"mqtt" json:"mqtt"`
 	Hue        Hue        `yaml:"hue" json:"hue"`
 }
@@ -46,6 +51,71 @@ type ServiceBus struct {
 	ConnectionString Secret `yaml:"connection_string" json:"connection_string"`
 	Subscription     string `yaml:"subscription" json:"subscription"`
 	Queue            string `yaml:"queue" json:"queue"`
+}
+
+// ServiceBusEnabled reports whether the Service Bus source is configured: a
+// connection string, a queue, or every user's own connection string.
+func (c *Config) ServiceBusEnabled() bool {
+	sb := c.ServiceBus
+	if sb.ConnectionString != "" || sb.Queue != "" {
+		return true
+	}
+	for _, u := range c.Users {
+		if u.ConnectionString != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Graph is the bridge's own Microsoft Graph source: people sign in with the
+// device-code flow and the bridge reads their presence itself.
+type Graph struct {
+	// ClientID is the app registration (public client flows allowed); empty
+	// turns the source off.
+	ClientID string `yaml:"client_id" json:"client_id"`
+	// Tenant is a tenant id or domain, or organizations.
+	Tenant       string   `yaml:"tenant" json:"tenant"`
+	PollInterval Duration `yaml:"poll_interval" json:"poll_interval"`
+	// Authority overrides https://login.microsoftonline.com/<tenant>.
+	Authority string `yaml:"authority" json:"authority"`
+	// Endpoint overrides https://graph.microsoft.com.
+	Endpoint string   `yaml:"endpoint" json:"endpoint"`
+	Scopes   []string `yaml:"scopes" json:"scopes"`
+}
+
+// Enabled reports whether the Graph source is configured.
+func (g Graph) Enabled() bool { return g.ClientID != "" }
+
+// DefaultAuthorityHost is Microsoft Entra's sign-in host.
+const DefaultAuthorityHost = "https://login.microsoftonline.com"
+
+// MinPollInterval is the shortest graph.poll_interval accepted.
+const MinPollInterval = 2 * time.Second
+
+// AuthorityURL is the authority in force: graph.authority, else Microsoft
+// Entra's for graph.tenant.
+func (g Graph) AuthorityURL() string {
+	if g.Authority != "" {
+		return strings.TrimRight(g.Authority, "/")
+	}
+	return DefaultAuthorityHost + "/" + g.Tenant
+}
+
+// MicrosoftAuthority reports whether the authority is one of Microsoft's
+// cloud sign-in hosts, where MSAL's instance discovery applies; any other
+// host (a test's fake) is used as given.
+func (g Graph) MicrosoftAuthority() bool {
+	u, err := url.Parse(g.AuthorityURL())
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Hostname()) {
+	case "login.microsoftonline.com", "login.microsoftonline.us", "login.partner.microsoftonline.cn",
+		"login.chinacloudapi.cn", "login.microsoftonline.de", "login.windows.net", "login.microsoft.com", "sts.windows.net":
+		return true
+	}
+	return false
 }
 
 // MQTT is the Home Assistant broker; an empty URL means no Home Assistant.

@@ -297,3 +297,43 @@ func TestAddOnEmptyMQTTURL(t *testing.T) {
 		}
 	}
 }
+
+// TestGraphSection: a graph-only configuration is valid and takes SPEC §3's
+// defaults; scopes given replace the default list; the authority follows
+// the tenant unless given.
+func TestGraphSection(t *testing.T) {
+	cfg, err := Load("testdata/good/graph-only.yaml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := cfg.Graph
+	if !g.Enabled() || cfg.ServiceBusEnabled() {
+		t.Errorf("graph enabled %v, service bus enabled %v", g.Enabled(), cfg.ServiceBusEnabled())
+	}
+	if g.PollInterval.Std() != 10*time.Second || g.Tenant != "organizations" {
+		t.Errorf("defaults: %+v", g)
+	}
+	if diff := cmp.Diff([]string{"Presence.Read.All"}, g.Scopes); diff != "" {
+		t.Error(diff)
+	}
+	if got := g.AuthorityURL(); got != "https://login.microsoftonline.com/organizations" || !g.MicrosoftAuthority() {
+		t.Errorf("authority %q (microsoft %v)", got, g.MicrosoftAuthority())
+	}
+	cfg, err = Load("testdata/good/both-sources.yaml", testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"Presence.Read"}, cfg.Graph.Scopes); diff != "" {
+		t.Error(diff)
+	}
+	if !cfg.ServiceBusEnabled() || cfg.Graph.PollInterval.Std() != 2*time.Second {
+		t.Errorf("both sources: %+v", cfg.Graph)
+	}
+	fake := Graph{Authority: "https://127.0.0.1:8443/organizations/"}
+	if fake.AuthorityURL() != "https://127.0.0.1:8443/organizations" || fake.MicrosoftAuthority() {
+		t.Errorf("a fake authority is used as given: %q", fake.AuthorityURL())
+	}
+	if ScopeName("https://graph.microsoft.com/Presence.Read.All") != "Presence.Read.All" {
+		t.Error("ScopeName keeps the resource")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/presence-bridge/presence-bridge/internal/yamlconf"
 )
@@ -15,6 +16,11 @@ func Default() Config {
 		LogLevel:   "info",
 		HealthAddr: "127.0.0.1:8086",
 		ServiceBus: ServiceBus{Subscription: "home"},
+		Graph: Graph{
+			Tenant:       "organizations",
+			PollInterval: Duration(10 * time.Second),
+			Scopes:       []string{"Presence.Read.All"},
+		},
 		MQTT: MQTT{
 			DiscoveryPrefix: "homeassistant",
 			BaseTopic:       "presence-bridge",
@@ -69,6 +75,9 @@ func parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 // text field, and an empty mqtt.url means "no broker of my own".
 func (c *Config) normalize() {
 	c.MQTT.URL = strings.TrimSpace(c.MQTT.URL)
+	c.Graph.ClientID = strings.TrimSpace(c.Graph.ClientID)
+	c.Graph.Authority = strings.TrimSpace(c.Graph.Authority)
+	c.Graph.Endpoint = strings.TrimSpace(c.Graph.Endpoint)
 }
 
 // problems collects every configuration problem with its key path.

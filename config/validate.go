@@ -26,7 +26,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateUsers(&p)
-	c.validateServiceBus(&p)
+	switch sb, g := c.ServiceBusEnabled(), c.Graph.Enabled(); {
+	case sb:
+		c.validateServiceBus(&p)
+	case !g:
+		p.Add("service_bus.connection_string", "required unless graph.client_id is set: configure at least one source, "+
+			"service_bus (the cloud poller's topics) or graph (the bridge reads Microsoft Graph itself)")
+	}
+	c.Graph.validate(&p)
 	c.MQTT.validate(&p)
 	c.validateHue(&p)
 	return p.Err()
@@ -115,6 +122,81 @@ func (c *Config) validateServiceBus(p *problems) {
 	} else if !validEntityName(sb.Subscription) || strings.Contains(sb.Subscription, "/") {
 		p.Add("service_bus.subscription", "%q is not a subscription name (letters, digits, . - _)", sb.Subscription)
 	}
+}
+
+// presenceScopes are the Graph permissions the graph source can use.
+var presenceScopes = map[string]bool{"presence.read": true, "presence.read.all": true}
+
+func (g Graph) validate(p *problems) {
+	if !g.Enabled() {
+		for _, k := range []struct{ key, v string }{{"graph.authority", g.Authority}, {"graph.endpoint", g.Endpoint}} {
+			if k.v != "" {
+				p.Add(k.key, "set, but graph.client_id is empty: the graph source is off without it")
+			}
+		}
+		return
+	}
+	if !presence.IsGUID(g.ClientID) {
+		p.Add("graph.client_id", "%q is not a GUID (the app registration's Application (client) ID)", g.ClientID)
+	}
+	if g.Authority == "" {
+		if g.Tenant == "" || strings.ContainsAny(g.Tenant, "/?#@ ") {
+			p.Add("graph.tenant", "%q is not a tenant id or domain (or organizations)", g.Tenant)
+		}
+	} else if err := checkHTTPS(g.Authority, true); err != nil {
+		p.Add("graph.authority", "%v", err)
+	}
+	if g.Endpoint != "" {
+		if err := checkHTTPS(g.Endpoint, false); err != nil {
+			p.Add("graph.endpoint", "%v", err)
+		}
+	}
+	if g.PollInterval.Std() < MinPollInterval {
+		p.Add("graph.poll_interval", "%s is too short: at least %s", g.PollInterval, MinPollInterval)
+	}
+	if len(g.Scopes) == 0 {
+		p.Add("graph.scopes", "at least one scope is required: Presence.Read.All, or Presence.Read where a tenant blocks it")
+	}
+	hasPresence := false
+	for i, sc := range g.Scopes {
+		switch {
+		case sc == "" || strings.ContainsAny(sc, " \t\r\n"):
+			p.Add(fmt.Sprintf("graph.scopes[%d]", i), "%q is not a scope (one permission name, such as Presence.Read.All)", sc)
+		case presenceScopes[strings.ToLower(ScopeName(sc))]:
+			hasPresence = true
+		}
+	}
+	if len(g.Scopes) > 0 && !hasPresence {
+		p.Add("graph.scopes", "none of %v reads presence: include Presence.Read.All or Presence.Read", g.Scopes)
+	}
+}
+
+// ScopeName is a Graph scope without the resource prefix
+// (https://graph.microsoft.com/Presence.Read → Presence.Read).
+func ScopeName(scope string) string {
+	if i := strings.LastIndexByte(scope, '/'); i >= 0 {
+		return scope[i+1:]
+	}
+	return scope
+}
+
+// checkHTTPS checks an authority or endpoint URL: https, a host, no query;
+// an authority also names a tenant (a path segment).
+func checkHTTPS(s string, authority bool) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL: %v", unwrapURLError(err))
+	case u.Scheme != "https":
+		return fmt.Errorf("%q: want an https:// URL", s)
+	case u.Host == "" || u.User != nil:
+		return fmt.Errorf("%q has no host", s)
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q: no query or fragment", s)
+	case authority && strings.Trim(u.Path, "/") == "":
+		return fmt.Errorf("%q names no tenant: want https://<host>/<tenant>", s)
+	}
+	return nil
 }
 
 func (m MQTT) validate(p *problems) {

@@ -3,6 +3,7 @@ package discovery
 import (
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
@@ -65,6 +66,7 @@ type Component struct {
 	StateTopic             string   `json:"state_topic,omitempty"`
 	ValueTemplate          string   `json:"value_template,omitempty"`
 	CommandTopic           string   `json:"command_topic,omitempty"`
+	PayloadPress           string   `json:"payload_press,omitempty"`
 	PayloadOn              string   `json:"payload_on,omitempty"`
 	PayloadOff             string   `json:"payload_off,omitempty"`
 	JSONAttributesTopic    string   `json:"json_attributes_topic,omitempty"`
@@ -76,6 +78,7 @@ const (
 	platformSensor       = "sensor"
 	platformBinarySensor = "binary_sensor"
 	platformSelect       = "select"
+	platformButton       = "button"
 
 	payloadOnline  = "online"
 	payloadOffline = "offline"
@@ -96,6 +99,10 @@ const (
 	keyInCall       = "in_call"
 	keyBusy         = "busy"
 	keyHueMode      = "hue_mode"
+	keySignIn       = "graph_sign_in"
+	keySignInCode   = "graph_sign_in_code"
+
+	payloadPress = "PRESS"
 )
 
 // HueModes are the options of the hue_mode select.
@@ -120,6 +127,8 @@ func (t topics) hueMode() string                      { return t.base + "/bridge
 func (t topics) hueModeSet() string                   { return t.base + "/bridge/hue_mode/set" }
 func (t topics) source(name string) string            { return t.base + "/bridge/" + name }
 func (t topics) sync() string                         { return t.base + "/bridge/sync" }
+func (t topics) signInPress() string                  { return t.base + "/bridge/" + keySignIn + "/press" }
+func (t topics) signInCode() string                   { return t.base + "/bridge/" + keySignInCode }
 func (t topics) userDevice(id presence.UserID) string { return t.node + "_" + string(id) }
 func (t topics) userConfig(id presence.UserID) string {
 	return t.prefix + "/device/" + t.userDevice(id) + "/config"
@@ -177,10 +186,83 @@ func bridgeConfig(t topics, version string, hue bool, sources []string) DeviceCo
 	return c
 }
 
+// addSignIn gives the bridge device the graph source's sign-in entities
+// (SPEC §4): the graph_sign_in button, which starts a device-code sign-in,
+// and the diagnostic graph_sign_in_code sensor, whose state is the URL and
+// code to enter while a sign-in waits and empty otherwise. The sensor's
+// state topic carries JSON (signInPayload): a bare empty payload would
+// leave Home Assistant's sensor on the old code (an empty MQTT payload is
+// ignored, and an empty retained one deletes the retained message), while
+// a template rendering "" empties it.
+func addSignIn(c *DeviceConfig, t topics) {
+	c.Components[keySignIn] = Component{
+		Platform:        platformButton,
+		Name:            "Sign in",
+		UniqueID:        t.node + "_" + keySignIn,
+		DefaultEntityID: platformButton + "." + t.node + "_" + keySignIn,
+		EntityCategory:  "config",
+		Icon:            "mdi:login",
+		CommandTopic:    t.signInPress(),
+		PayloadPress:    payloadPress,
+	}
+	c.Components[keySignInCode] = Component{
+		Platform:               platformSensor,
+		Name:                   "Sign-in code",
+		UniqueID:               t.node + "_" + keySignInCode,
+		DefaultEntityID:        platformSensor + "." + t.node + "_" + keySignInCode,
+		EntityCategory:         "diagnostic",
+		Icon:                   "mdi:account-key",
+		StateTopic:             t.signInCode(),
+		ValueTemplate:          "{{ value_json.text }}",
+		JSONAttributesTopic:    t.signInCode(),
+		JSONAttributesTemplate: signInAttributesTemplate,
+	}
+}
+
+// signInAttributesTemplate picks the sign-in's parts as attributes, for
+// cards and automations.
+const signInAttributesTemplate = `{{ {"url": value_json.url, "code": value_json.code, "expires_at": value_json.expires_at, "last_result": value_json.last_result} | tojson }}`
+
+// SignInState is what the graph_sign_in_code sensor shows.
+type SignInState struct {
+	// URL and Code of the sign-in that waits; empty when none waits.
+	URL, Code string
+	ExpiresAt time.Time
+	// LastResult is how the last sign-in ended ("signed_in", "declined",
+	// "expired", ...), empty before any.
+	LastResult string
+}
+
+// signInPayload is the JSON on <base>/bridge/graph_sign_in_code.
+type signInPayload struct {
+	Text       string `json:"text"`
+	URL        string `json:"url"`
+	Code       string `json:"code"`
+	ExpiresAt  string `json:"expires_at"`
+	LastResult string `json:"last_result"`
+}
+
+func signInJSON(st SignInState) []byte {
+	p := signInPayload{URL: st.URL, Code: st.Code, LastResult: st.LastResult}
+	if st.Code != "" {
+		p.Text = "Open " + st.URL + " and enter the code " + st.Code
+		if len(p.Text) > 255 { // Home Assistant's limit for a state
+			p.Text = st.Code
+		}
+	}
+	if !st.ExpiresAt.IsZero() && st.Code != "" {
+		p.ExpiresAt = st.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	b, _ := json.Marshal(p) // strings only: cannot fail
+	return b
+}
+
 func sourceName(src string) string {
 	switch src {
 	case "service_bus":
 		return "Service Bus"
+	case "graph":
+		return "Microsoft Graph"
 	}
 	return strings.ReplaceAll(src, "_", " ")
 }

@@ -32,6 +32,11 @@ func TestGolden(t *testing.T) {
 	}{
 		{"bridge", tp.bridgeConfig(), bridgeConfig(tp, "1.2.3", true, []string{"service_bus"})},
 		{"bridge_without_hue", tp.bridgeConfig(), bridgeConfig(tp, "1.2.3", false, []string{"service_bus"})},
+		{"bridge_with_graph", tp.bridgeConfig(), func() DeviceConfig {
+			c := bridgeConfig(tp, "1.2.3", false, []string{"service_bus", "graph"})
+			addSignIn(&c, tp)
+			return c
+		}()},
 		{"user", tp.userConfig(alex.ID), userConfig(tp, "1.2.3", alex)},
 		{"user_other_base", newTopics("ha", "Home/Bridge 2").userConfig(alex.ID),
 			userConfig(newTopics("ha", "Home/Bridge 2"), "1.2.3", config.User{ID: alex.ID, Name: "Zoë O'Brien"})},
@@ -331,5 +336,21 @@ func TestRemovalPayload(t *testing.T) {
 	abbreviated := []byte(`{"cmps":{"old":{"p":"sensor"}}}`)
 	if r := removalPayload(abbreviated, dm); !bytes.Contains(r, []byte(`"old":{"platform":"sensor"}`)) {
 		t.Errorf("abbreviated removal = %s", r)
+	}
+}
+
+// TestSignInJSON: the sign-in sensor's state is the instruction while a
+// sign-in waits and empty otherwise (through the template: a bare empty
+// payload would leave the old code shown), with the parts as attributes.
+func TestSignInJSON(t *testing.T) {
+	at := time.Date(2026, 12, 3, 10, 15, 0, 0, time.UTC)
+	waiting := string(signInJSON(SignInState{URL: "https://microsoft.com/devicelogin", Code: "ABCD1234", ExpiresAt: at}))
+	want := `{"text":"Open https://microsoft.com/devicelogin and enter the code ABCD1234","url":"https://microsoft.com/devicelogin","code":"ABCD1234","expires_at":"2026-12-03T10:15:00Z","last_result":""}`
+	if waiting != want {
+		t.Errorf("waiting:\n got %s\nwant %s", waiting, want)
+	}
+	done := string(signInJSON(SignInState{LastResult: "signed_in", ExpiresAt: at}))
+	if done != `{"text":"","url":"","code":"","expires_at":"","last_result":"signed_in"}` {
+		t.Errorf("done: %s", done)
 	}
 }

@@ -205,6 +205,9 @@ func (s *Sink) serve(ctx context.Context, sess *session) {
 				}
 			case eventModeSet:
 				s.setMode(sess, ev.payload)
+			case eventSignIn:
+				s.log.Info("sign-in requested from home assistant")
+				s.opts.SignIn()
 			case eventBridgeOffline:
 				// Another instance of this home stopped (or its will
 				// fired): this one is still here.
@@ -224,6 +227,9 @@ func (s *Sink) subscribe(ctx context.Context, sess *session) error {
 	filters := []string{haStatusTopic, s.t.configFilter(), s.t.sync(), s.t.bridgeState()}
 	if s.opts.Mode != nil {
 		filters = append(filters, s.t.hueModeSet(), s.t.hueMode())
+	}
+	if s.opts.SignIn != nil {
+		filters = append(filters, s.t.signInPress())
 	}
 	tok := sess.conn.Subscribe(filters, func(m Message) { s.route(sess, m) })
 	return sess.await(ctx, []Token{tok})
@@ -249,6 +255,12 @@ func (s *Sink) route(sess *session, m Message) {
 	case topic == s.t.hueMode():
 		if m.Retained {
 			sess.setRetainedMode(string(m.Payload))
+		}
+	case topic == s.t.signInPress():
+		// A press is never retained by Home Assistant; a retained one left
+		// on the broker must not start a sign-in on every connection.
+		if !m.Retained && strings.TrimSpace(string(m.Payload)) == payloadPress {
+			sess.push(s.log, event{kind: eventSignIn})
 		}
 	case topic == s.t.sync():
 		sess.markerArrived(string(m.Payload))
@@ -341,6 +353,7 @@ const (
 	eventHAStatus eventKind = iota + 1
 	eventModeSet
 	eventBridgeOffline
+	eventSignIn
 )
 
 type event struct {

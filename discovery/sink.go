@@ -84,6 +84,12 @@ type Options struct {
 	RepublishDelay func() time.Duration
 	// Dial opens a connection; nil means DialPaho.
 	Dial Dialer
+	// SignIn, when set (the graph source is configured), adds the
+	// graph_sign_in button and graph_sign_in_code sensor to the bridge
+	// device; it is called when the button is pressed, from the
+	// connection's goroutine, and must not block. SetSignIn feeds the
+	// sensor.
+	SignIn func()
 }
 
 // Errors.
@@ -124,6 +130,7 @@ type Sink struct {
 	latest   map[presence.UserID]bridge.State // newest state per user
 	srcOK    map[string]bool                  // each source's last status
 	restored bool                             // the hue mode was restored (first connection)
+	signIn   SignInState                      // what the sign-in code sensor shows
 
 	pubMu sync.Mutex
 	pubs  map[presence.UserID]publication // last publication of each user's state
@@ -202,7 +209,11 @@ func New(opts Options) (*Sink, error) {
 			errs = append(errs, fmt.Errorf("discovery: source name %q: only [a-zA-Z0-9_-]", src))
 		}
 	}
-	s.add(s.t.bridgeConfig(), bridgeConfig(s.t, opts.Version, opts.Mode != nil, s.sources), &errs)
+	bc := bridgeConfig(s.t, opts.Version, opts.Mode != nil, s.sources)
+	if opts.SignIn != nil {
+		addSignIn(&bc, s.t)
+	}
+	s.add(s.t.bridgeConfig(), bc, &errs)
 	for _, u := range opts.Users {
 		if !objectIDRe.MatchString(string(u.ID)) {
 			errs = append(errs, fmt.Errorf("discovery: user id %q: only [a-zA-Z0-9_-] can name an MQTT topic", u.ID))
@@ -261,6 +272,21 @@ func (s *Sink) SetStatus(component string, ok bool, _ string) {
 	}
 	s.mu.Lock()
 	s.srcOK[component] = ok
+	s.mu.Unlock()
+	select {
+	case s.statusNudge <- struct{}{}:
+	default:
+	}
+}
+
+// SetSignIn changes what the graph_sign_in_code sensor shows; the state is
+// published (retained) by the connection's goroutine. It never blocks.
+func (s *Sink) SetSignIn(st SignInState) {
+	if s.opts.SignIn == nil {
+		return
+	}
+	s.mu.Lock()
+	s.signIn = st
 	s.mu.Unlock()
 	select {
 	case s.statusNudge <- struct{}{}:
@@ -354,11 +380,15 @@ func (s *Sink) publishEntityStates(sess *session) {
 			srcs = append(srcs, src{name, ok})
 		}
 	}
+	signIn := s.signIn
 	s.mu.Unlock()
 	s.pubMu.Lock()
 	defer s.pubMu.Unlock()
 	if s.opts.Mode != nil {
 		sess.conn.Publish(s.t.hueMode(), true, []byte(s.opts.Mode.Mode()))
+	}
+	if s.opts.SignIn != nil {
+		sess.conn.Publish(s.t.signInCode(), true, signInJSON(signIn))
 	}
 	for _, x := range srcs {
 		sess.conn.Publish(s.t.source(x.name), true, []byte(onOff(x.ok)))

@@ -74,6 +74,10 @@ var (
 		platformSensor:       set(append(commonKeys, "options", "state_class", "unit_of_measurement", "expire_after", "force_update")...),
 		platformBinarySensor: set(append(commonKeys, "payload_on", "payload_off", "expire_after", "force_update", "off_delay")...),
 		platformSelect:       set(append(commonKeys, "options", "command_topic", "command_template", "retain", "optimistic")...),
+		platformButton: set("platform", "name", "unique_id", "default_entity_id", "icon", "entity_category",
+			"enabled_by_default", "availability_topic", "availability", "availability_mode", "payload_available",
+			"payload_not_available", "qos", "json_attributes_topic", "json_attributes_template", "device_class",
+			"command_topic", "command_template", "payload_press", "retain"),
 	}
 	topicKeyNames = []string{"state_topic", "command_topic", "availability_topic", "json_attributes_topic"}
 )
@@ -216,7 +220,7 @@ func (v *validator) component(key string, c any, inheritedState string, uniq map
 	platform, _ := m["platform"].(string)
 	allowed, known := platformKeys[platform]
 	if !known {
-		v.addf(join(path, "platform"), "%q is not one of sensor, binary_sensor, select", platform)
+		v.addf(join(path, "platform"), "%q is not one of sensor, binary_sensor, select, button", platform)
 		return
 	}
 	v.keys(path, m, allowed)
@@ -236,10 +240,15 @@ func (v *validator) component(key string, c any, inheritedState string, uniq map
 	}
 	v.availability(path, m)
 	v.topicKeys(path, m)
-	if _, own := m["state_topic"]; !own && inheritedState == "" && platform != platformSelect {
+	if _, own := m["state_topic"]; !own && inheritedState == "" && platform != platformSelect && platform != platformButton {
 		v.addf(join(path, "state_topic"), "required")
 	}
 	options, hasOptions := m["options"]
+	if platform == platformButton {
+		if _, ok := m["command_topic"]; !ok {
+			v.addf(join(path, "command_topic"), "required")
+		}
+	}
 	if platform == platformSelect {
 		if _, ok := m["command_topic"]; !ok {
 			v.addf(join(path, "command_topic"), "required")

@@ -59,6 +59,11 @@ type Options struct {
 	// WebhookClient makes the calls to notification URLs; default a client
 	// with a 10 s timeout.
 	WebhookClient *http.Client
+	// Scopes, when set, tells the permissions a token was granted
+	// (internal/entratest's Server.AccessTokenScopes): then /me/presence
+	// needs Presence.Read or Presence.Read.All, and another person's
+	// presence (one user or the batch) Presence.Read.All, else 403.
+	Scopes func(token string) ([]string, bool)
 }
 
 type throttle struct {
@@ -76,6 +81,7 @@ type person struct {
 type Server struct {
 	srv       *httptest.Server
 	authorize func(string) (presence.UserID, string, bool)
+	scopes    func(string) ([]string, bool)
 
 	mu        sync.Mutex
 	latency   time.Duration
@@ -86,6 +92,8 @@ type Server struct {
 	total     int
 
 	notify notifier
+	reject    map[presence.UserID]int // 401s still to answer, by token owner
+	batches   int
 }
 
 // New starts a fake on a loopback port with a self-signed certificate;
@@ -93,11 +101,13 @@ type Server struct {
 func New(o Options) *Server {
 	s := &Server{
 		authorize: o.Authorize,
+		scopes:    o.Scopes,
 		latency:   o.Latency,
 		people:    make(map[presence.UserID]*person),
 		seq:       638680000000000000,
 		throttles: make(map[string]*throttle),
 		requests:  make(map[string]int),
+		reject:    make(map[presence.UserID]int),
 	}
 	if s.authorize == nil {
 		s.authorize = func(tok string) (presence.UserID, string, bool) {
@@ -163,6 +173,22 @@ func (s *Server) Requests(tenant string) int {
 	return s.requests[strings.ToLower(tenant)]
 }
 
+// RejectTokens makes the next n requests made with any token of the person
+// answer 401, though the token is valid (Graph revoking a session, a
+// continuous access evaluation event).
+func (s *Server) RejectTokens(id presence.UserID, n int) {
+	s.mu.Lock()
+	s.reject[presence.CanonicalUserID(string(id))] = n
+	s.mu.Unlock()
+}
+
+// Batches counts the getPresencesByUserId requests answered 200.
+func (s *Server) Batches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.batches
+}
+
 // Total counts every request, unauthorised ones included.
 func (s *Server) Total() int {
 	s.mu.Lock()
@@ -192,6 +218,12 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) (presence.UserID,
 	}
 	key := strings.ToLower(tenant)
 	s.mu.Lock()
+	if s.reject[user] > 0 {
+		s.reject[user]--
+		s.mu.Unlock()
+		writeError(w, http.StatusUnauthorized, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
+		return "", "", false
+	}
 	s.requests[key]++
 	th := s.throttles[key]
 	if th != nil && th.n > 0 {
@@ -207,16 +239,39 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) (presence.UserID,
 	return user, tenant, true
 }
 
+// permitted answers 403 unless the token has one of the scopes (when the
+// fake knows scopes at all).
+func (s *Server) permitted(w http.ResponseWriter, r *http.Request, scopes ...string) bool {
+	if s.scopes == nil {
+		return true
+	}
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	granted, _ := s.scopes(tok)
+	for _, g := range granted {
+		if i := strings.LastIndexByte(g, '/'); i >= 0 {
+			g = g[i+1:]
+		}
+		for _, want := range scopes {
+			if strings.EqualFold(g, want) {
+				return true
+			}
+		}
+	}
+	writeError(w, http.StatusForbidden, "Forbidden", "Insufficient privileges to complete the operation.")
+	return false
+}
+
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	user, _, ok := s.begin(w, r)
-	if !ok {
+	if !ok || !s.permitted(w, r, "Presence.Read", "Presence.Read.All") {
 		return
 	}
 	writeJSON(w, s.render(user))
 }
 
 func (s *Server) user(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := s.begin(w, r); !ok {
+	owner, _, ok := s.begin(w, r)
+	if !ok {
 		return
 	}
 	id, err := presence.ParseUserID(r.PathValue("id"))
@@ -224,11 +279,14 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BadRequest", "Invalid user id.")
 		return
 	}
+	if id == owner && !s.permitted(w, r, "Presence.Read", "Presence.Read.All") || id != owner && !s.permitted(w, r, "Presence.Read.All") {
+		return
+	}
 	writeJSON(w, s.render(id))
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := s.begin(w, r); !ok {
+	if _, _, ok := s.begin(w, r); !ok || !s.permitted(w, r, "Presence.Read.All") {
 		return
 	}
 	var req struct {
@@ -246,6 +304,9 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 			out.Value = append(out.Value, s.render(id))
 		}
 	}
+	s.mu.Lock()
+	s.batches++
+	s.mu.Unlock()
 	writeJSON(w, out)
 }
 

@@ -9,7 +9,12 @@
 //     redirect_uri (response_mode=form_post), Cancel posts an error
 //   - POST /<tenant>/oauth2/v2.0/token: authorization_code (single-use codes,
 //     PKCE S256 checked, redirect_uri checked), refresh_token (refused once
-//     the person's sign-ins are revoked) and client_credentials
+//     the person's sign-ins are revoked), client_credentials and the device
+//     code grant
+//   - POST /<tenant>/oauth2/v2.0/devicecode: the device authorization
+//     request of the device-code flow (RFC 8628); the test plays the person
+//     who enters the code (EnterCode, DeclineCode, ExpireCode, SlowDown), see
+//     devicecode.go
 //
 // Tokens carry what MSAL needs: id tokens with the nonce, oid, tid, name and
 // preferred_username; client_info; the requested scope echoed. Access
@@ -68,6 +73,13 @@ type Options struct {
 	// expires within 5 minutes as expired, so a shorter lifetime makes
 	// every silent acquisition redeem the refresh token.
 	TokenLifetime time.Duration
+	// DeviceCodeInterval is the polling interval the device authorization
+	// answers, in whole seconds (default 5, Entra's); a poll sooner than
+	// that after the previous one is answered slow_down.
+	DeviceCodeInterval int
+	// DeviceCodeLifetime is how long a device code may be entered (default
+	// 15 minutes, Entra's).
+	DeviceCodeLifetime time.Duration
 }
 
 type code struct {
@@ -89,6 +101,7 @@ type refresh struct {
 type owner struct {
 	user    presence.UserID
 	tenant  string
+	scope   string
 	expires time.Time
 }
 
@@ -108,6 +121,8 @@ type Server struct {
 
 	signOnce sync.Once
 	signKey  *rsa.PrivateKey
+	devices   deviceCodes
+	failNext  int // token and devicecode requests to drop (a network error)
 }
 
 // SigningKeyID is the kid of the fake's token-signing key.
@@ -142,6 +157,7 @@ func New(o Options) *Server {
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.token)
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.keys)
 	mux.HandleFunc("GET /{tenant}/discovery/keys", s.keys)
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/devicecode", s.deviceAuthorization)
 	s.srv = httptest.NewTLSServer(mux)
 	return s
 }
@@ -368,6 +384,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tokenReqs[grant]++
+	if s.dropLocked(w) {
+		return
+	}
 	clientID := f.Get("client_id")
 	if clientID == "" || (s.opts.ClientID != "" && clientID != s.opts.ClientID) {
 		oauthError(w, http.StatusBadRequest, "unauthorized_client", "AADSTS700016: Application not found in the directory.")
@@ -408,6 +427,8 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.issue(w, rt.person, "", echoScope(rt.scope, f.Get("scope")))
+	case deviceCodeGrant, "device_code": // MSAL sends the short form, Entra takes both
+		s.pollDeviceCode(w, f)
 	case "client_credentials":
 		at := s.mint("app-at-")
 		writeJSON(w, http.StatusOK, map[string]any{
@@ -440,7 +461,7 @@ func echoScope(granted, requested string) string {
 func (s *Server) issue(w http.ResponseWriter, p Person, nonce, scope string) {
 	at := s.mint("at-")
 	rt := s.mint("rt-")
-	s.access[at] = owner{user: p.ObjectID, tenant: p.TenantID, expires: time.Now().Add(s.lifetime)}
+	s.access[at] = owner{user: p.ObjectID, tenant: p.TenantID, scope: scope, expires: time.Now().Add(s.lifetime)}
 	s.refreshes[rt] = refresh{person: p, scope: scope}
 	now := time.Now()
 	claims := map[string]any{
