@@ -91,9 +91,9 @@ type Server struct {
 	requests  map[string]int       // by tenant
 	total     int
 
-	notify notifier
-	reject    map[presence.UserID]int // 401s still to answer, by token owner
-	batches   int
+	notify  notifier
+	reject  map[presence.UserID]int // 401s still to answer, by token owner
+	batches int
 }
 
 // New starts a fake on a loopback port with a self-signed certificate;

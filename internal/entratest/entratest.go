@@ -121,8 +121,8 @@ type Server struct {
 
 	signOnce sync.Once
 	signKey  *rsa.PrivateKey
-	devices   deviceCodes
-	failNext  int // token and devicecode requests to drop (a network error)
+	devices  deviceCodes
+	failNext int // token and devicecode requests to drop (a network error)
 }
 
 // SigningKeyID is the kid of the fake's token-signing key.
