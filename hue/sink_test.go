@@ -112,10 +112,14 @@ func TestRateLimitCoalesces(t *testing.T) {
 		synctest.Wait()
 		all0 := time.Now()
 		cycle := []presence.Availability{presence.AvailabilityBusy, presence.AvailabilityAvailable, presence.AvailabilityAway, presence.AvailabilityDoNotDisturb}
+		// Changes every 97 ms, out of step with the bridge's turns (one a
+		// second): a change and a turn at the same instant of the bubble
+		// run in either order, and with a 100 ms step every turn met a
+		// change, so that the outcome depended on the scheduler.
 		for i := range 100 {
 			h.apply(t, alexID, cycle[i%len(cycle)], presence.ActivityPresenceUnknown)
 			h.apply(t, blakeID, cycle[(i+1)%len(cycle)], presence.ActivityPresenceUnknown)
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(97 * time.Millisecond)
 		}
 		h.apply(t, alexID, presence.AvailabilityBeRightBack, presence.ActivityBeRightBack) // the final state
 		synctest.Wait()
