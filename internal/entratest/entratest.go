@@ -80,6 +80,12 @@ type Options struct {
 	// DeviceCodeLifetime is how long a device code may be entered (default
 	// 15 minutes, Entra's).
 	DeviceCodeLifetime time.Duration
+	// SignInPageURL, when set, is where browsers meet the sign-in page
+	// (the authorization endpoint the discovery document names): a plain
+	// http server of the caller's that serves SignInPage, so that a person
+	// trying the demo sees no certificate warning. The token endpoint stays
+	// on the fake's TLS server, as MSAL requires.
+	SignInPageURL string
 }
 
 type code struct {
@@ -152,8 +158,8 @@ func New(o Options) *Server {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", s.discovery)
-	mux.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", s.authorizePage)
-	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize/choose", s.choose)
+	mux.Handle("/{tenant}/oauth2/v2.0/authorize/", s.SignInPage())
+	mux.Handle("/{tenant}/oauth2/v2.0/authorize", s.SignInPage())
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.token)
 	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.keys)
 	mux.HandleFunc("GET /{tenant}/discovery/keys", s.keys)
@@ -237,10 +243,24 @@ func (s *Server) mint(prefix string) string {
 	return v
 }
 
+// SignInPage serves the sign-in page a browser meets (GET
+// /<tenant>/oauth2/v2.0/authorize and its form's POST .../authorize/choose),
+// to be mounted on another server when Options.SignInPageURL names it.
+func (s *Server) SignInPage() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", s.authorizePage)
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize/choose", s.choose)
+	return mux
+}
+
 func (s *Server) discovery(w http.ResponseWriter, r *http.Request) {
 	base := s.srv.URL + "/" + r.PathValue("tenant")
+	page := base
+	if s.opts.SignInPageURL != "" {
+		page = strings.TrimSuffix(s.opts.SignInPageURL, "/") + "/" + r.PathValue("tenant")
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"authorization_endpoint":                base + "/oauth2/v2.0/authorize",
+		"authorization_endpoint":                page + "/oauth2/v2.0/authorize",
 		"token_endpoint":                        base + "/oauth2/v2.0/token",
 		"device_authorization_endpoint":         base + "/oauth2/v2.0/devicecode",
 		"issuer":                                base + "/v2.0",
