@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/presence-bridge
 POLLER   := bin/presence-poller
 
-.PHONY: build test test-short bench lint demo cross images clean
+.PHONY: build test test-short bench lint demo demo-system cross images clean
 
 # Both programs: the home bridge and the cloud poller.
 build:
@@ -37,6 +37,10 @@ lint:
 
 demo:
 	$(GO) run ./cmd/presence-demo
+
+# The whole system: sign in on a page, the real poller and the home side.
+demo-system:
+	$(GO) run ./cmd/presence-demo -system
 
 # Static binaries of the bridge for the three image platforms (the poller
 # runs in the cloud: make build, or go build ./cmd/presence-poller).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"time"
 )
 
 // Exit codes, as the bridge's.
@@ -26,6 +27,8 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, versi
 
 The home side of Presence Bridge with no cloud and no hardware: simulated
 people, an embedded MQTT broker, the real bridge, a simulated Hue bridge.
+With -system, the whole system: a page where you sign in as a simulated
+colleague, the real poller, an in-process Service Bus, and the home side.
 
 flags:
 `)
@@ -37,6 +40,9 @@ flags:
 	logLevel := fs.String("log-level", "warn", "diagnostics on stderr: debug | info | warn | error")
 	noHue := fs.Bool("no-hue", false, "leave out the simulated Hue bridge")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	system := fs.Bool("system", false, "the whole system: sign in on a page, the real poller, the home side")
+	web := fs.String("web", DefaultWebAddr, "with -system: listen address of the page (port 0: any free port)")
+	poll := fs.Duration("poll", 2*time.Second, "with -system: the poller's Graph polling interval")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return ExitOK
@@ -56,15 +62,24 @@ flags:
 		fmt.Fprintf(stderr, "presence-demo: -log-level %q: want debug, info, warn or error\n", *logLevel)
 		return ExitUsage
 	}
-	err := Run(ctx, Options{
-		Addr:     *listen,
-		Out:      stdout,
-		Logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
-		Interval: *interval,
-		Steps:    *steps,
-		Version:  version,
-		NoHue:    *noHue,
-	})
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var err error
+	if *system {
+		err = RunSystem(ctx, SystemOptions{
+			WebAddr: *web, BrokerAddr: *listen, Out: stdout, Logger: logger,
+			Interval: *interval, PollInterval: *poll, Version: version, NoHue: *noHue,
+		})
+	} else {
+		err = Run(ctx, Options{
+			Addr:     *listen,
+			Out:      stdout,
+			Logger:   logger,
+			Interval: *interval,
+			Steps:    *steps,
+			Version:  version,
+			NoHue:    *noHue,
+		})
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "presence-demo: %v\n", err)
 		return ExitFailure

@@ -64,6 +64,10 @@ type DaemonOptions struct {
 	Config     *config.Config
 	Logger     *slog.Logger
 	HTTPClient *http.Client
+	// Namespaces and Publisher replace Service Bus (the whole-system demo's
+	// in-process bus); nil: the configured namespaces.
+	Namespaces []poller.TopicManager
+	Publisher  poller.Publisher
 }
 
 // Daemon is the wired poller: store, sign-in, Graph, Service Bus, engine and
@@ -81,7 +85,7 @@ type Daemon struct {
 	Subscriptions *notify.Manager
 	Webhook       *notify.Webhook
 	validator     *notify.TokenValidator
-	publisher     *servicebus.Publisher
+	publisher     *servicebus.Publisher // nil when DaemonOptions.Publisher replaced it
 }
 
 // NewDaemon opens the store and builds every part; nothing else connects
@@ -114,19 +118,24 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return fail(err)
 	}
-	var conns []string
-	var managers []poller.TopicManager
-	for _, ns := range cfg.ServiceBus.Namespaces {
-		conns = append(conns, ns.ConnectionString.Value())
-		m, err := servicebus.NewManager(servicebus.ManagerOptions{ConnectionString: ns.ConnectionString.Value(), AdminEndpoint: ns.AdminEndpoint, HTTPClient: o.HTTPClient})
-		if err != nil {
+	managers := o.Namespaces
+	var sbPub *servicebus.Publisher
+	var pub poller.Publisher = o.Publisher
+	if managers == nil || pub == nil {
+		var conns []string
+		managers = nil
+		for _, ns := range cfg.ServiceBus.Namespaces {
+			conns = append(conns, ns.ConnectionString.Value())
+			m, err := servicebus.NewManager(servicebus.ManagerOptions{ConnectionString: ns.ConnectionString.Value(), AdminEndpoint: ns.AdminEndpoint, HTTPClient: o.HTTPClient})
+			if err != nil {
+				return fail(err)
+			}
+			managers = append(managers, m)
+		}
+		if sbPub, err = servicebus.NewPublisher(servicebus.PublisherOptions{ConnectionStrings: conns, Logger: logger.With("component", "servicebus")}); err != nil {
 			return fail(err)
 		}
-		managers = append(managers, m)
-	}
-	pub, err := servicebus.NewPublisher(servicebus.PublisherOptions{ConnectionStrings: conns, Logger: logger.With("component", "servicebus")})
-	if err != nil {
-		return fail(err)
+		pub = sbPub
 	}
 	reader := graph.New(graph.Options{Endpoint: cfg.Graph.Endpoint, HTTPClient: o.HTTPClient, Logger: logger.With("component", "graph")})
 	eo := poller.Options{
@@ -157,7 +166,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 			},
 		},
 	}
-	d := &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Flow: flow, Tokens: tokens, publisher: pub}
+	d := &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Flow: flow, Tokens: tokens, publisher: sbPub}
 	if n.manager != nil {
 		n.webhook = notify.NewWebhook(notify.WebhookOptions{
 			Store: store, Engine: engine, Keys: n.keys, Manager: n.manager, Tokens: n.validator,
@@ -291,7 +300,9 @@ func (d *Daemon) Run(ctx context.Context, ready func(addr string)) error {
 		case <-stopCtx.Done():
 		}
 	}
-	_ = d.publisher.Close(stopCtx)
+	if d.publisher != nil {
+		_ = d.publisher.Close(stopCtx)
+	}
 	return runErr
 }
 
@@ -313,7 +324,9 @@ func (d *Daemon) loop(ctx context.Context) {
 			d.log.Warn("refresh cycle cut short", "err", err)
 		}
 		cancel()
-		d.publisher.CloseIdle()
+		if d.publisher != nil {
+			d.publisher.CloseIdle()
+		}
 		t.Reset(max(interval-time.Since(began), 0))
 	}
 }
