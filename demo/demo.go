@@ -23,8 +23,6 @@ import (
 
 	"github.com/presence-bridge/presence-bridge/app"
 	"github.com/presence-bridge/presence-bridge/bridge"
-	"github.com/presence-bridge/presence-bridge/config"
-	"github.com/presence-bridge/presence-bridge/hue"
 )
 
 // DefaultAddr is where the embedded broker listens unless told otherwise.
@@ -70,45 +68,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 	p := &printer{out: o.Out, users: Users(), avail: make(map[string]string), flush: make(chan string, 4)}
 
-	broker, err := StartBroker(o.Addr)
+	h, err := startHome(ctx, p, o.Addr, Users(), o.NoHue)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	stopWatch, err := p.watch(ctx, broker.URL())
-	if err != nil {
-		return err
-	}
-	watching := true
-	defer func() {
-		if watching {
-			stopWatch()
-		}
-	}()
-
-	cfg := config.Default()
-	cfg.HealthAddr = ""
-	cfg.Users = Users()
-	cfg.MQTT.URL = broker.URL()
-	cfg.MQTT.ClientID = "presence-demo-bridge"
-	if !o.NoHue {
-		fake, hueCfg, err := startHue()
-		if err != nil {
-			return err
-		}
-		defer fake.Close()
-		cfg.Hue = hueCfg
-		p.linef("Hue        simulated bridge at http://%s with groups Office (Alex), Kitchen (Sam), Hallway (both); mode auto", hueCfg.Bridges[0].Host)
-	}
-	sim := &people{p: p, interval: o.Interval, steps: o.Steps, done: make(chan struct{}),
-		first: func() { absentHomeAssistant(broker.URL(), p, !o.NoHue) }}
-	d, err := app.NewDaemon(app.DaemonOptions{
-		Config: &cfg, Logger: o.Logger, Version: o.Version,
-		Sources: []app.SourceFactory{func(status bridge.StatusReporter, _ *slog.Logger) (app.Source, error) {
-			sim.status = status
-			return sim, nil
-		}},
-		OnHueCommand: func(c hue.Command) { p.linef("Hue        %-7s lights %s", c.Group, describeLook(c.Look)) },
+	defer h.close()
+	broker := h.broker
+	sim := &people{p: p, interval: o.Interval, steps: o.Steps, done: make(chan struct{}), first: h.noHomeAssistant}
+	d, err := h.bridge(o.Logger, o.Version, func(status bridge.StatusReporter) app.Source {
+		sim.status = status
+		return sim
 	})
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -133,8 +102,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := <-ran; err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	watching = false
-	stopWatch()
+	h.stopWatching()
 	p.linef("demo stopped")
 	return nil
 }

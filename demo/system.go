@@ -18,7 +18,6 @@ import (
 	"github.com/presence-bridge/presence-bridge/bridge"
 	"github.com/presence-bridge/presence-bridge/config"
 	"github.com/presence-bridge/presence-bridge/graph/graphtest"
-	"github.com/presence-bridge/presence-bridge/hue"
 	"github.com/presence-bridge/presence-bridge/internal/entratest"
 	"github.com/presence-bridge/presence-bridge/poller"
 	pollercli "github.com/presence-bridge/presence-bridge/poller/cli"
@@ -117,21 +116,12 @@ func RunSystem(ctx context.Context, o SystemOptions) error {
 	teams := graphtest.New(graphtest.Options{Authorize: entra.AccessTokenOwner})
 	defer teams.Close()
 
-	broker, err := StartBroker(o.BrokerAddr)
+	h, err := startHome(ctx, p, o.BrokerAddr, users, o.NoHue)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	stopWatch, err := p.watch(ctx, broker.URL())
-	if err != nil {
-		return err
-	}
-	watching := true
-	defer func() {
-		if watching {
-			stopWatch()
-		}
-	}()
+	defer h.close()
+	broker := h.broker
 
 	dir, err := os.MkdirTemp("", "presence-demo-")
 	if err != nil {
@@ -150,29 +140,10 @@ func RunSystem(ctx context.Context, o SystemOptions) error {
 		return err
 	}
 
-	cfg := config.Default()
-	cfg.HealthAddr = ""
-	cfg.DataDir = dir
-	cfg.Users = users
-	cfg.MQTT.URL = broker.URL()
-	cfg.MQTT.ClientID = "presence-demo-bridge"
-	if !o.NoHue {
-		fake, hueCfg, err := startHue()
-		if err != nil {
-			return err
-		}
-		defer fake.Close()
-		cfg.Hue = hueCfg
-		p.linef("Hue        simulated bridge at http://%s with groups Office (Alex), Kitchen (Sam), Hallway (both); mode auto", hueCfg.Bridges[0].Host)
-	}
-	first := sync.OnceFunc(func() { absentHomeAssistant(broker.URL(), p, !o.NoHue) })
-	bd, err := app.NewDaemon(app.DaemonOptions{
-		Config: &cfg, Logger: o.Logger.With("program", "presence-bridge"), Version: o.Version,
-		Sources: []app.SourceFactory{func(status bridge.StatusReporter, _ *slog.Logger) (app.Source, error) {
-			status.SetStatus(bus.Name(), true, "")
-			return bus, nil
-		}},
-		OnHueCommand: func(c hue.Command) { p.linef("Hue        %-7s lights %s", c.Group, describeLook(c.Look)) },
+	h.cfg.DataDir = dir
+	bd, err := h.bridge(o.Logger.With("program", "presence-bridge"), o.Version, func(status bridge.StatusReporter) app.Source {
+		status.SetStatus(bus.Name(), true, "")
+		return bus
 	})
 	if err != nil {
 		pd.Store.Close()
@@ -204,7 +175,7 @@ func RunSystem(ctx context.Context, o SystemOptions) error {
 			errs <- fmt.Errorf("demo: presence-bridge: %w", err)
 		}
 	})
-	wg.Go(func() { teamsDay(runCtx, teams, bus, people, o.Interval, p, first) })
+	wg.Go(func() { teamsDay(runCtx, teams, bus, people, o.Interval, p, sync.OnceFunc(h.noHomeAssistant)) })
 
 	p.linef("MQTT broker listening on %s — try: mosquitto_sub -h %s -v -t 'presence-bridge/#'", broker.Addr(), broker.Addr())
 	p.linef("Open %s/ and sign in as a colleague: their Teams presence will reach Home Assistant and the lamps", pageURL)
@@ -218,8 +189,7 @@ func RunSystem(ctx context.Context, o SystemOptions) error {
 	}
 	cancel()
 	wg.Wait()
-	watching = false
-	stopWatch()
+	h.stopWatching()
 	p.linef("demo stopped")
 	if runErr == nil {
 		select {
