@@ -21,6 +21,7 @@ package graph
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/presence-bridge/presence-bridge/presence"
@@ -118,27 +118,18 @@ type Options struct {
 
 // Client reads presence from Graph. It is safe for concurrent use.
 type Client struct {
-	endpoint    string
-	http        *http.Client
-	budget      int
-	window      time.Duration
-	concurrency int
-	log         *slog.Logger
-
-	mu      sync.Mutex
-	tenants map[string]*tenant
+	endpoint string
+	http     *http.Client
+	log      *slog.Logger
+	tenants  *tenants
 }
 
 // New returns a Client.
 func New(o Options) *Client {
 	c := &Client{
-		endpoint:    strings.TrimRight(o.Endpoint, "/"),
-		http:        o.HTTPClient,
-		budget:      o.Budget,
-		window:      o.Window,
-		concurrency: o.Concurrency,
-		log:         o.Logger,
-		tenants:     make(map[string]*tenant),
+		endpoint: strings.TrimRight(o.Endpoint, "/"),
+		http:     o.HTTPClient,
+		log:      o.Logger,
 	}
 	if c.endpoint == "" {
 		c.endpoint = DefaultEndpoint
@@ -146,32 +137,14 @@ func New(o Options) *Client {
 	if c.http == nil {
 		c.http = &http.Client{Timeout: 30 * time.Second}
 	}
-	if c.budget <= 0 {
-		c.budget = DefaultBudget
-	}
-	if c.window <= 0 {
-		c.window = DefaultWindow
-	}
-	if c.concurrency <= 0 {
-		c.concurrency = DefaultConcurrency
-	}
+	c.tenants = newTenants(cmp.Or(max(o.Budget, 0), DefaultBudget), cmp.Or(max(o.Window, 0), DefaultWindow), cmp.Or(max(o.Concurrency, 0), DefaultConcurrency))
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	return c
 }
 
-func (c *Client) tenant(id string) *tenant {
-	key := strings.ToLower(id)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := c.tenants[key]
-	if t == nil {
-		t = &tenant{id: id, slots: make(chan struct{}, c.concurrency), budget: c.budget, window: c.window}
-		c.tenants[key] = t
-	}
-	return t
-}
+func (c *Client) tenant(id string) *tenant { return c.tenants.get(id) }
 
 // Me reads the presence of the person the token belongs to (GET
 // /me/presence). tenantID names the tenant whose limits the request counts

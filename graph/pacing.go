@@ -2,9 +2,36 @@ package graph
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 )
+
+// tenants keeps one pacer per tenant (ids compared without case), made on
+// first use; both Graph clients (reads and subscription writes) use it.
+type tenants struct {
+	budget, concurrency int
+	window              time.Duration
+
+	mu sync.Mutex
+	m  map[string]*tenant
+}
+
+func newTenants(budget int, window time.Duration, concurrency int) *tenants {
+	return &tenants{budget: budget, window: window, concurrency: concurrency, m: make(map[string]*tenant)}
+}
+
+func (ts *tenants) get(id string) *tenant {
+	key := strings.ToLower(id)
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	t := ts.m[key]
+	if t == nil {
+		t = &tenant{id: id, slots: make(chan struct{}, ts.concurrency), budget: ts.budget, window: ts.window}
+		ts.m[key] = t
+	}
+	return t
+}
 
 // tenant is one tenant's pacing: a sliding window of the last request
 // times (at most budget of them in any window), a Retry-After block, and

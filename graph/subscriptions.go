@@ -2,6 +2,7 @@ package graph
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -11,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/presence-bridge/presence-bridge/presence"
@@ -110,19 +110,15 @@ type SubscriptionsOptions struct {
 type Subscriptions struct {
 	endpoint string
 	http     *http.Client
-	budget   int
-	window   time.Duration
 	log      *slog.Logger
-
-	mu      sync.Mutex
-	tenants map[string]*tenant
+	tenants  *tenants
 }
 
 // NewSubscriptions returns a Subscriptions client.
 func NewSubscriptions(o SubscriptionsOptions) *Subscriptions {
 	s := &Subscriptions{
-		endpoint: strings.TrimRight(o.Endpoint, "/"), http: o.HTTPClient, budget: o.Budget, window: o.Window,
-		log: o.Logger, tenants: make(map[string]*tenant),
+		endpoint: strings.TrimRight(o.Endpoint, "/"), http: o.HTTPClient, log: o.Logger,
+		tenants: newTenants(cmp.Or(max(o.Budget, 0), DefaultWriteBudget), cmp.Or(max(o.Window, 0), DefaultWriteWindow), DefaultConcurrency),
 	}
 	if s.endpoint == "" {
 		s.endpoint = DefaultEndpoint
@@ -130,29 +126,13 @@ func NewSubscriptions(o SubscriptionsOptions) *Subscriptions {
 	if s.http == nil {
 		s.http = &http.Client{Timeout: 30 * time.Second}
 	}
-	if s.budget <= 0 {
-		s.budget = DefaultWriteBudget
-	}
-	if s.window <= 0 {
-		s.window = DefaultWriteWindow
-	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	return s
 }
 
-func (s *Subscriptions) tenant(id string) *tenant {
-	key := strings.ToLower(id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.tenants[key]
-	if t == nil {
-		t = &tenant{id: id, slots: make(chan struct{}, DefaultConcurrency), budget: s.budget, window: s.window}
-		s.tenants[key] = t
-	}
-	return t
-}
+func (s *Subscriptions) tenant(id string) *tenant { return s.tenants.get(id) }
 
 type wireSubscription struct {
 	ID                       string `json:"id,omitempty"`
