@@ -1,8 +1,6 @@
 package config
 
 import (
-	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -31,15 +29,7 @@ func Default() Config {
 
 // Load reads, expands, decodes and validates the YAML file at path.
 func Load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	cfg, err := Parse(data, lookupEnv)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return cfg, nil
+	return yamlconf.Load(path, func(data []byte) (*Config, error) { return Parse(data, lookupEnv) })
 }
 
 // Parse decodes a YAML configuration strictly (an unknown key or a value of

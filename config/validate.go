@@ -2,7 +2,8 @@ package config
 
 import (
 	"fmt"
-	"net"
+	"github.com/presence-bridge/presence-bridge/internal/yamlconf"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 	"net/url"
 	"os"
 	"strconv"
@@ -21,7 +22,7 @@ func (c *Config) Validate() error {
 		p.Add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	if c.HealthAddr != "" {
-		if err := checkHostPort(c.HealthAddr, true); err != nil {
+		if err := yamlconf.HostPort(c.HealthAddr, true); err != nil {
 			p.Add("health_addr", "%v", err)
 		}
 	}
@@ -77,7 +78,7 @@ func (c *Config) validateUsers(p *problems) {
 			names[u.Name] = i
 			slugs[Slug(u.Name)] = i
 		}
-		if u.Topic != "" && !validEntityName(u.Topic) {
+		if u.Topic != "" && !servicebus.ValidEntityName(u.Topic) {
 			p.Add(path+".topic", "%q is not a Service Bus entity name (letters, digits, . - _ /)", u.Topic)
 		} else if (u.ID.Valid() && !dupID) || u.Topic != "" {
 			topic := strings.ToLower(u.TopicName())
@@ -90,7 +91,7 @@ func (c *Config) validateUsers(p *problems) {
 		if u.ConnectionString != "" {
 			if c.ServiceBus.Queue != "" {
 				p.Add(path+".connection_string", "a per-user connection string needs per-user subscriptions; with service_bus.queue set, one connection string serves everyone")
-			} else if err := checkConnectionString(u.ConnectionString.Value()); err != nil {
+			} else if err := parseErr(servicebus.ParseConnectionString(u.ConnectionString.Value())); err != nil {
 				p.Add(path+".connection_string", "%v", err)
 			}
 		}
@@ -105,21 +106,21 @@ func (c *Config) validateServiceBus(p *problems) {
 	}
 	switch {
 	case sb.ConnectionString != "":
-		if err := checkConnectionString(sb.ConnectionString.Value()); err != nil {
+		if err := parseErr(servicebus.ParseConnectionString(sb.ConnectionString.Value())); err != nil {
 			p.Add("service_bus.connection_string", "%v", err)
 		}
 	case sb.Queue != "" || !allOwn:
 		p.Add("service_bus.connection_string", "required (a Listen connection string of the namespace or topic)")
 	}
 	if sb.Queue != "" {
-		if !validEntityName(sb.Queue) {
+		if !servicebus.ValidEntityName(sb.Queue) {
 			p.Add("service_bus.queue", "%q is not a queue or <topic>/Subscriptions/<name> path", sb.Queue)
 		}
 		return
 	}
 	if sb.Subscription == "" {
 		p.Add("service_bus.subscription", "required unless service_bus.queue is set")
-	} else if !validEntityName(sb.Subscription) || strings.Contains(sb.Subscription, "/") {
+	} else if !servicebus.ValidEntityName(sb.Subscription) || strings.Contains(sb.Subscription, "/") {
 		p.Add("service_bus.subscription", "%q is not a subscription name (letters, digits, . - _)", sb.Subscription)
 	}
 }
@@ -186,7 +187,7 @@ func checkHTTPS(s string, authority bool) error {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
-		return fmt.Errorf("not a URL: %v", unwrapURLError(err))
+		return fmt.Errorf("not a URL: %v", yamlconf.Cause(err))
 	case u.Scheme != "https":
 		return fmt.Errorf("%q: want an https:// URL", s)
 	case u.Host == "" || u.User != nil:
@@ -209,7 +210,7 @@ func (m MQTT) validate(p *problems) {
 	u, err := url.Parse(m.URL)
 	switch {
 	case err != nil:
-		p.Add("mqtt.url", "not a URL: %v", unwrapURLError(err))
+		p.Add("mqtt.url", "not a URL: %v", yamlconf.Cause(err))
 	case u.Scheme != "tcp" && u.Scheme != "ssl" && u.Scheme != "ws" && u.Scheme != "wss":
 		p.Add("mqtt.url", "scheme %q is not one of tcp, ssl, ws, wss (for example tcp://homeassistant.local:1883)", u.Scheme)
 	case u.Hostname() == "":
@@ -227,7 +228,7 @@ func (m MQTT) validate(p *problems) {
 	}
 	if m.CAFile != "" {
 		if _, err := os.Stat(m.CAFile); err != nil {
-			p.Add("mqtt.ca_file", "cannot read %s: %v", m.CAFile, unwrapPathError(err))
+			p.Add("mqtt.ca_file", "cannot read %s: %v", m.CAFile, yamlconf.Cause(err))
 		}
 	}
 	if strings.ContainsAny(m.ClientID, "+#/") || len(m.ClientID) > 128 {
@@ -267,7 +268,7 @@ func (c *Config) validateHue(p *problems) {
 		case strings.Contains(b.Host, "://"):
 			p.Add(path+".host", "%q: give host[:port] without a scheme (the local API is plain http)", b.Host)
 		default:
-			if err := checkHostPort(b.Host, false); err != nil {
+			if err := yamlconf.HostPort(b.Host, false); err != nil {
 				p.Add(path+".host", "%v", err)
 			}
 			if j, dup := hosts[b.Host]; dup {
@@ -390,86 +391,12 @@ func checkTopic(t string) error {
 	return nil
 }
 
-func checkHostPort(s string, needPort bool) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		if needPort {
-			return fmt.Errorf("%q is not host:port", s)
-		}
-		host, port = s, ""
-	}
-	if host == "" && !needPort {
-		return fmt.Errorf("%q has no host", s)
-	}
-	if strings.ContainsAny(host, "/ ?#@") {
-		return fmt.Errorf("%q is not a host name or address", s)
-	}
-	if port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("port %q is not a port number", port)
-		}
-	}
-	return nil
-}
-
-// checkConnectionString checks the shape of a Service Bus connection string
-// without ever repeating it (it holds a key).
-func checkConnectionString(s string) error {
-	fields := map[string]string{}
-	for part := range strings.SplitSeq(s, ";") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return fmt.Errorf("not a Service Bus connection string (want Endpoint=sb://…;SharedAccessKeyName=…;SharedAccessKey=…)")
-		}
-		fields[strings.ToLower(k)] = v
-	}
-	ep := fields["endpoint"]
-	if ep == "" {
-		return fmt.Errorf("has no Endpoint=sb://<namespace>.servicebus.windows.net/")
-	}
-	u, err := url.Parse(ep)
-	if err != nil || u.Scheme != "sb" || u.Host == "" {
-		return fmt.Errorf("endpoint must look like sb://<namespace>.servicebus.windows.net/")
-	}
-	if fields["sharedaccesssignature"] == "" && (fields["sharedaccesskeyname"] == "" || fields["sharedaccesskey"] == "") {
-		return fmt.Errorf("needs SharedAccessKeyName and SharedAccessKey (or SharedAccessSignature)")
-	}
-	return nil
-}
-
-func validEntityName(s string) bool {
-	if s == "" || len(s) > 260 {
-		return false
-	}
-	for _, r := range s {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_/$", r)) {
-			return false
-		}
-	}
-	return true
-}
-
-func unwrapURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
-}
-
-func unwrapPathError(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
-	}
-	return err
-}
-
 func or(s, def string) string {
 	if s == "" {
 		return def
 	}
 	return s
 }
+
+// parseErr keeps the error of a parse whose result is not needed.
+func parseErr[T any](_ T, err error) error { return err }

@@ -86,3 +86,18 @@ func (c ConnectionString) EntityConnectionString(entity, keyName, key string) st
 	}
 	return s
 }
+
+// ValidEntityName reports whether s can name a Service Bus entity (a topic,
+// queue or subscription, or a <topic>/Subscriptions/<name> path): letters,
+// digits and . - _ /, at most 260 characters.
+func ValidEntityName(s string) bool {
+	if s == "" || len(s) > 260 {
+		return false
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_/", r)) {
+			return false
+		}
+	}
+	return true
+}

@@ -10,6 +10,7 @@ package yamlconf
 import (
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -222,4 +223,18 @@ func yamlName(f reflect.StructField) string {
 		return ""
 	}
 	return name
+}
+
+// Load reads the file at path and hands it to parse; errors name the file.
+func Load[T any](path string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return zero, fmt.Errorf("config: %w", err)
+	}
+	v, err := parse(data)
+	if err != nil {
+		return zero, fmt.Errorf("config %s: %w", path, err)
+	}
+	return v, nil
 }

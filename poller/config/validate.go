@@ -25,7 +25,7 @@ func (c *Config) Validate() error {
 	default:
 		p.Add("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
-	if err := checkHostPort(c.Listen); err != nil {
+	if err := listenAddr(c.Listen); err != nil {
 		p.Add("listen", "%v", err)
 	}
 	c.validatePublicURL(&p)
@@ -67,7 +67,7 @@ func checkURL(s string, allowPath bool) error {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
-		return fmt.Errorf("not a URL: %v", unwrap(err))
+		return fmt.Errorf("not a URL: %v", yamlconf.Cause(err))
 	case u.Scheme != "https" && u.Scheme != "http":
 		return fmt.Errorf("%q must start with https://", s)
 	case u.Host == "" || u.Hostname() == "":
@@ -120,7 +120,7 @@ func (c *Config) validateEntra(p *problems) {
 		p.Add("entra.client_secret", "required: the app registration's client secret (or certificate_file)")
 	case e.CertificateFile != "":
 		if _, err := os.Stat(e.CertificateFile); err != nil {
-			p.Add("entra.certificate_file", "cannot read %s: %v", e.CertificateFile, unwrapPath(err))
+			p.Add("entra.certificate_file", "cannot read %s: %v", e.CertificateFile, yamlconf.Cause(err))
 		}
 	}
 	if e.CertificatePassword != "" && e.CertificateFile == "" {
@@ -192,7 +192,7 @@ func (c *Config) validateServiceBus(p *problems) {
 	subs := map[string]int{}
 	for i, s := range sb.Subscriptions {
 		path := fmt.Sprintf("service_bus.subscriptions[%d]", i)
-		if !validEntityName(s) || strings.Contains(s, "/") || len(s) > 50 {
+		if !servicebus.ValidEntityName(s) || strings.Contains(s, "/") || len(s) > 50 {
 			p.Add(path, "%q is not a subscription name (1–50 letters, digits, . - _)", s)
 			continue
 		}
@@ -201,7 +201,7 @@ func (c *Config) validateServiceBus(p *problems) {
 		}
 		subs[strings.ToLower(s)] = i
 	}
-	if sb.WorkQueue != "" && (!validEntityName(sb.WorkQueue) || strings.Contains(sb.WorkQueue, "/")) {
+	if sb.WorkQueue != "" && (!servicebus.ValidEntityName(sb.WorkQueue) || strings.Contains(sb.WorkQueue, "/")) {
 		p.Add("service_bus.work_queue", "%q is not a queue name (letters, digits, . - _)", sb.WorkQueue)
 	}
 }
@@ -227,45 +227,10 @@ func checkTablesConnectionString(s string) error {
 	return nil
 }
 
-func checkHostPort(s string) error {
+// listenAddr checks the listen address: host:port, required.
+func listenAddr(s string) error {
 	if s == "" {
 		return fmt.Errorf("required (host:port, for example 127.0.0.1:8080)")
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port", s)
-	}
-	if strings.ContainsAny(host, "/ ?#@") {
-		return fmt.Errorf("%q is not a host name or address", s)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("port %q is not a port number", port)
-	}
-	return nil
-}
-
-func validEntityName(s string) bool {
-	if s == "" || len(s) > 260 {
-		return false
-	}
-	for _, r := range s {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_/", r)) {
-			return false
-		}
-	}
-	return true
-}
-
-func unwrap(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
-}
-
-func unwrapPath(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
-		return pe.Err
-	}
-	return err
+	return yamlconf.HostPort(s, true)
 }
