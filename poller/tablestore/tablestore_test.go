@@ -2,7 +2,6 @@ package tablestore
 
 import (
 	"fmt"
-	"github.com/presence-bridge/presence-bridge/presence"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/internal/azurite"
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/poller/storetest"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 // TestContract runs the store contract against Azurite: one emulator for
