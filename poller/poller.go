@@ -69,7 +69,23 @@ type PresenceRecord struct {
 	PublishedAt time.Time `json:"publishedAt"`
 	// Pending are messages not yet accepted by Service Bus, oldest first.
 	Pending []Pending `json:"pending,omitempty"`
+	// Lease, while it has not expired, says that one engine call is
+	// publishing this person's pending messages; every other caller (another
+	// instance, another work item) leaves the person alone until it is
+	// released or expires, so that no message is sent after a newer one.
+	Lease *Lease `json:"lease,omitempty"`
 }
+
+// Lease is a claim on a person's pending messages.
+type Lease struct {
+	// Owner identifies the claim (instance and call); Until is when it
+	// lapses if its owner never releases it (a crash).
+	Owner string    `json:"owner"`
+	Until time.Time `json:"until"`
+}
+
+// Held reports whether the lease is still in force at now.
+func (l *Lease) Held(now time.Time) bool { return l != nil && now.Before(l.Until) }
 
 // Pending is one message waiting to be published, stored as it will be
 // sent so that a retry is byte-identical.
@@ -94,8 +110,9 @@ var (
 )
 
 // Store keeps accounts, their encrypted token caches and their presence.
-// Implementations: poller/boltstore (embedded, one file), Table Storage
-// next. Every implementation passes poller/storetest.
+// Implementations: poller/boltstore (embedded, one file) and
+// poller/tablestore (Azure Table Storage, shared by instances). Every
+// implementation passes poller/storetest.
 type Store interface {
 	// Accounts lists everyone, ordered by user id.
 	Accounts(ctx context.Context) ([]Account, error)
@@ -119,8 +136,8 @@ type Store interface {
 }
 
 // PresenceReader reads presence from Graph (graph.Client is one). Me reads
-// the token's own person; ByUserIDs (batches of up to 650) serves app-only
-// tenants in a later version.
+// the token's own person; ByUserIDs reads up to 650 people of an app-only
+// tenant with the app's own token.
 type PresenceReader interface {
 	Me(ctx context.Context, tenantID, token string) (presence.Update, error)
 	ByUserIDs(ctx context.Context, tenantID, token string, ids []presence.UserID) ([]presence.Update, error)
@@ -143,6 +160,13 @@ var ErrSignInRequired = errors.New("poller: the person must sign in again")
 // the stored refresh token when needed.
 type TokenSource interface {
 	Token(ctx context.Context, a Account) (string, error)
+}
+
+// AppTokenSource gives the app's own Graph token for a tenant whose admin
+// granted the application permission Presence.Read.All (client
+// credentials; entra.app_only_tenants).
+type AppTokenSource interface {
+	AppToken(ctx context.Context, tenantID string) (string, error)
 }
 
 // AccountView is one line of the accounts listing (CLI and /api/accounts).
