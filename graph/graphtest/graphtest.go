@@ -3,6 +3,12 @@
 // a higher sequenceNumber), an answer latency, scripted 429/503 replies with
 // Retry-After, and request counts per tenant.
 //
+// It keeps Graph's documented limits: a batch read carries 1 to 650 ids
+// (else 400), and a tenant making more than 1,500 presence requests in any
+// 30 s (Options.RateLimit, RateWindow) gets 429 with Retry-After until its
+// window has room again. Those 429s are counted apart from the scripted
+// ones (RateLimited): a poller that keeps the limits causes none.
+//
 // Who a bearer token belongs to is the caller's business: Options.Authorize
 // maps a token to a person and tenant (internal/entratest's
 // Server.AccessTokenOwner does that for the tokens it issued).
@@ -33,10 +39,16 @@ type Presence struct {
 // Options configure a Server.
 type Options struct {
 	// Authorize maps a bearer token to its person and tenant; false answers
-	// 401. Nil accepts a token of the form "<objectId>.<tenantId>".
+	// 401. An app token (client credentials) has no person: "" and its
+	// tenant. Nil accepts a token of the form "<objectId>.<tenantId>", and
+	// "app.<tenantId>" as an app token.
 	Authorize func(token string) (user presence.UserID, tenant string, ok bool)
 	// Latency delays every answer.
 	Latency time.Duration
+	// RateLimit requests per RateWindow per tenant; defaults 1,500 and
+	// 30 s (Graph's presence limit). Negative: no limit.
+	RateLimit  int
+	RateWindow time.Duration
 }
 
 type throttle struct {
@@ -62,6 +74,12 @@ type Server struct {
 	throttles map[string]*throttle // by tenant
 	requests  map[string]int       // by tenant
 	total     int
+	limit     int
+	window    time.Duration
+	recent    map[string][]time.Time // by tenant: request times inside the window
+	limited   map[string]int         // by tenant: 429s for going over the limit
+	batches   map[string]int         // by tenant: batch reads answered
+	batchIDs  int
 }
 
 // New starts a fake on a loopback port with a self-signed certificate;
@@ -74,10 +92,24 @@ func New(o Options) *Server {
 		seq:       638680000000000000,
 		throttles: make(map[string]*throttle),
 		requests:  make(map[string]int),
+		limit:     o.RateLimit,
+		window:    o.RateWindow,
+		recent:    make(map[string][]time.Time),
+		limited:   make(map[string]int),
+		batches:   make(map[string]int),
+	}
+	if s.limit == 0 {
+		s.limit = 1500
+	}
+	if s.window <= 0 {
+		s.window = 30 * time.Second
 	}
 	if s.authorize == nil {
 		s.authorize = func(tok string) (presence.UserID, string, bool) {
 			oid, tid, ok := strings.Cut(tok, ".")
+			if oid == "app" {
+				return "", tid, ok && tid != ""
+			}
 			id, err := presence.ParseUserID(oid)
 			return id, tid, ok && err == nil
 		}
@@ -129,6 +161,43 @@ func (s *Server) Requests(tenant string) int {
 	return s.requests[strings.ToLower(tenant)]
 }
 
+// RateLimited counts the 429s the tenant got for going over the rate
+// limit (not the scripted ones); "" counts every tenant's.
+func (s *Server) RateLimited(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tenant != "" {
+		return s.limited[strings.ToLower(tenant)]
+	}
+	n := 0
+	for _, v := range s.limited {
+		n += v
+	}
+	return n
+}
+
+// Batches counts the batch reads answered for tenant ("" for every
+// tenant), and BatchIDs the ids they carried in all.
+func (s *Server) Batches(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tenant != "" {
+		return s.batches[strings.ToLower(tenant)]
+	}
+	n := 0
+	for _, v := range s.batches {
+		n += v
+	}
+	return n
+}
+
+// BatchIDs counts the ids of every batch read answered.
+func (s *Server) BatchIDs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.batchIDs
+}
+
 // Total counts every request, unauthorised ones included.
 func (s *Server) Total() int {
 	s.mu.Lock()
@@ -159,6 +228,13 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) (presence.UserID,
 	key := strings.ToLower(tenant)
 	s.mu.Lock()
 	s.requests[key]++
+	if wait := s.overLimitLocked(key, time.Now()); wait > 0 {
+		s.limited[key]++
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests: the tenant is over its presence request limit.")
+		return "", "", false
+	}
 	th := s.throttles[key]
 	if th != nil && th.n > 0 {
 		th.n--
@@ -173,9 +249,33 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) (presence.UserID,
 	return user, tenant, true
 }
 
+// overLimitLocked records a request of the tenant at now, or says how long
+// until the window has room for it.
+func (s *Server) overLimitLocked(key string, now time.Time) time.Duration {
+	if s.limit < 0 {
+		return 0
+	}
+	times := s.recent[key]
+	drop := 0
+	for drop < len(times) && now.Sub(times[drop]) >= s.window {
+		drop++
+	}
+	times = times[drop:]
+	if len(times) >= s.limit {
+		s.recent[key] = times
+		return times[0].Add(s.window).Sub(now)
+	}
+	s.recent[key] = append(times, now)
+	return 0
+}
+
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	user, _, ok := s.begin(w, r)
 	if !ok {
+		return
+	}
+	if user == "" {
+		writeError(w, http.StatusBadRequest, "BadRequest", "/me request is only valid with delegated authentication flow.")
 		return
 	}
 	writeJSON(w, s.render(user))
@@ -194,7 +294,8 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := s.begin(w, r); !ok {
+	_, tenant, ok := s.begin(w, r)
+	if !ok {
 		return
 	}
 	var req struct {
@@ -204,6 +305,10 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BadRequest", "Expected 1 to 650 ids.")
 		return
 	}
+	s.mu.Lock()
+	s.batches[strings.ToLower(tenant)]++
+	s.batchIDs += len(req.IDs)
+	s.mu.Unlock()
 	out := struct {
 		Value []map[string]any `json:"value"`
 	}{}

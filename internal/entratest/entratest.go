@@ -9,7 +9,13 @@
 //     redirect_uri (response_mode=form_post), Cancel posts an error
 //   - POST /<tenant>/oauth2/v2.0/token: authorization_code (single-use codes,
 //     PKCE S256 checked, redirect_uri checked), refresh_token (refused once
-//     the person's sign-ins are revoked) and client_credentials
+//     the person's sign-ins are revoked) and client_credentials (an app
+//     token of the tenant in the path)
+//
+// A confidential client authenticates with client_secret, or with a
+// client_assertion (a certificate's signed JWT, or a federated credential
+// such as a managed identity's token); Options.ClientAssertion decides
+// which assertions pass, and Assertions records them.
 //
 // Tokens carry what MSAL needs: id tokens with the nonce, oid, tid, name and
 // preferred_username; client_info; the requested scope echoed. Access
@@ -55,6 +61,9 @@ type Options struct {
 	// authenticate with a secret (a client_assertion is accepted as is).
 	ClientSecret string
 	People       []Person
+	// ClientAssertion, when set, checks every client_assertion (nil error:
+	// accepted); unset, any assertion is accepted.
+	ClientAssertion func(assertion string) error
 	// TokenLifetime of access tokens; default 1 h. MSAL treats a token that
 	// expires within 5 minutes as expired, so a shorter lifetime makes
 	// every silent acquisition redeem the refresh token.
@@ -94,8 +103,9 @@ type Server struct {
 	codes     map[string]*code
 	refreshes map[string]refresh
 	access    map[string]owner
-	secrets   []string
-	tokenReqs map[string]int // by grant type
+	secrets    []string
+	tokenReqs  map[string]int // by grant type
+	assertions []string
 }
 
 // New starts a fake on a loopback port with a self-signed certificate;
@@ -166,7 +176,8 @@ func (s *Server) Revoke(id presence.UserID) {
 }
 
 // AccessTokenOwner tells whose access token tok is; false for a token the
-// fake did not issue or that expired.
+// fake did not issue or that expired. An app token (client credentials)
+// has no person: its user is "".
 func (s *Server) AccessTokenOwner(tok string) (presence.UserID, string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,6 +194,14 @@ func (s *Server) Secrets() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.secrets)
+}
+
+// Assertions returns the client assertions that token requests carried,
+// in order.
+func (s *Server) Assertions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.assertions)
 }
 
 // TokenRequests counts token requests by grant type.
@@ -352,6 +371,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "unauthorized_client", "AADSTS700016: Application not found in the directory.")
 		return
 	}
+	if a := f.Get("client_assertion"); a != "" {
+		s.assertions = append(s.assertions, a)
+		if f.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "AADSTS50027: client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.")
+			return
+		}
+		if s.opts.ClientAssertion != nil {
+			if err := s.opts.ClientAssertion(a); err != nil {
+				oauthError(w, http.StatusUnauthorized, "invalid_client", "AADSTS700213: No matching federated identity record found for presented assertion: "+err.Error())
+				return
+			}
+		}
+	}
 	if f.Get("client_assertion") == "" && s.opts.ClientSecret != "" &&
 		subtle.ConstantTimeCompare([]byte(f.Get("client_secret")), []byte(s.opts.ClientSecret)) != 1 {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
@@ -389,6 +421,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.issue(w, rt.person, "", echoScope(rt.scope, f.Get("scope")))
 	case "client_credentials":
 		at := s.mint("app-at-")
+		s.access[at] = owner{tenant: r.PathValue("tenant"), expires: time.Now().Add(s.lifetime)}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"token_type": "Bearer", "access_token": at, "expires_in": int(s.lifetime.Seconds()),
 			"ext_expires_in": int(s.lifetime.Seconds()), "scope": f.Get("scope"),
