@@ -98,11 +98,11 @@ type Server struct {
 	opts     Options
 	lifetime time.Duration
 
-	mu        sync.Mutex
-	people    []Person
-	codes     map[string]*code
-	refreshes map[string]refresh
-	access    map[string]owner
+	mu         sync.Mutex
+	people     []Person
+	codes      map[string]*code
+	refreshes  map[string]refresh
+	access     map[string]owner
 	secrets    []string
 	tokenReqs  map[string]int // by grant type
 	assertions []string
