@@ -15,6 +15,7 @@ import (
 
 	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/presence"
+	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
 // WorkItem is one share of a refresh cycle (SPEC §9, functions mode with
@@ -25,17 +26,12 @@ type WorkItem struct {
 	UserIDs  []presence.UserID `json:"userIds"`
 }
 
-// QueuedItem is a work item as it goes on the queue.
-type QueuedItem struct {
-	// MessageID is <tenantId>:<cycle start in ms>:<batch index>, so that a
-	// timer invocation retried within the queue's duplicate detection
-	// window enqueues nothing twice.
-	MessageID string
-	// SessionID is the tenant: Service Bus hands one session to one
-	// consumer at a time, so one instance at a time paces a tenant.
-	SessionID string
-	Body      []byte
-}
+// QueuedItem is a work item as it goes on the queue: MessageID is
+// <tenantId>:<cycle start in ms>:<batch index>, so that a timer invocation
+// retried within the queue's duplicate detection window enqueues nothing
+// twice; SessionID is the tenant, so that Service Bus hands a tenant's
+// items to one consumer at a time, which paces the tenant alone.
+type QueuedItem = servicebus.QueuedMessage
 
 // WorkQueue takes a cycle's work items (servicebus.WorkQueue is one).
 type WorkQueue interface {

@@ -54,6 +54,9 @@ type Options struct {
 	Topics []string
 	// Queues by name.
 	Queues []string
+	// SessionQueues are queues that require sessions (a receiver accepts
+	// one session at a time and holds its lock until it closes).
+	SessionQueues []string
 	// Forwards maps an entity path to the path it auto-forwards to
 	// ("t/Subscriptions/s" → "q").
 	Forwards map[string]string
@@ -172,6 +175,9 @@ func (b *Broker) args() []string {
 	}
 	for _, q := range o.Queues {
 		args = append(args, "--queue", q)
+	}
+	for _, q := range o.SessionQueues {
+		args = append(args, "--session-queue", q)
 	}
 	for src, dst := range o.Forwards {
 		args = append(args, "--forward", src+"="+dst)

@@ -1,0 +1,105 @@
+package sbtest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
+	"github.com/presence-bridge/presence-bridge/servicebus/sbtest"
+)
+
+// TestSessionQueue: a session receiver gets only its session's messages,
+// in order, and holds the session's lock until it closes; accepting the
+// next session takes one nobody holds; with nothing to accept it times out
+// within the context's deadline; a receiver without a session is refused.
+func TestSessionQueue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	b := sbtest.Start(t, sbtest.Options{SessionQueues: []string{"work"}})
+	var msgs []*azservicebus.Message
+	for i := range 6 {
+		sid := fmt.Sprintf("tenant-%d", i%2)
+		msgs = append(msgs, &azservicebus.Message{Body: fmt.Appendf(nil, "%s/%d", sid, i), SessionID: &sid, MessageID: ptr(fmt.Sprint(i))})
+	}
+	b.SendMessages(ctx, "work", msgs...)
+	c := b.Client()
+
+	r0, err := c.AcceptSessionForQueue(ctx, "work", "tenant-0", nil)
+	if err != nil {
+		t.Fatalf("accept tenant-0: %v", err)
+	}
+	if _, err := c.AcceptSessionForQueue(ctx, "work", "tenant-0", nil); err == nil {
+		t.Error("a second receiver locked a session already held")
+	}
+	next, err := c.AcceptNextSessionForQueue(ctx, "work", nil)
+	if err != nil {
+		t.Fatalf("accept next: %v", err)
+	}
+	if next.SessionID() != "tenant-1" {
+		t.Errorf("next session %q, want tenant-1 (tenant-0 is held)", next.SessionID())
+	}
+	for _, r := range []*azservicebus.SessionReceiver{r0, next} {
+		var got []string
+		for len(got) < 3 {
+			ms, err := r.ReceiveMessages(ctx, 3-len(got), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range ms {
+				if m.SessionID == nil || *m.SessionID != r.SessionID() {
+					t.Errorf("message of session %v on %s's receiver", m.SessionID, r.SessionID())
+				}
+				got = append(got, string(m.Body))
+				if err := r.CompleteMessage(ctx, m, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		want := []string{r.SessionID() + "/0", r.SessionID() + "/2", r.SessionID() + "/4"}
+		if r.SessionID() == "tenant-1" {
+			want = []string{"tenant-1/1", "tenant-1/3", "tenant-1/5"}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("session %s: %v, want %v in order", r.SessionID(), got, want)
+		}
+		if err := r.RenewSessionLock(ctx, nil); err != nil {
+			t.Errorf("renew session lock: %v", err)
+		}
+	}
+	if err := r0.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A new message for tenant-0 goes to whoever accepts next, now that
+	// its lock was released; with nothing left, accepting times out.
+	sid := "tenant-0"
+	b.SendMessages(ctx, "work", &azservicebus.Message{Body: []byte("late"), SessionID: &sid})
+	again, err := c.AcceptNextSessionForQueue(ctx, "work", nil)
+	if err != nil || again.SessionID() != "tenant-0" {
+		t.Fatalf("accept after release: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	began := time.Now()
+	_, err = c.AcceptNextSessionForQueue(short, "work", nil)
+	var sbErr *azservicebus.Error
+	if err == nil || (!errors.As(err, &sbErr) && !errors.Is(err, context.DeadlineExceeded)) || (sbErr != nil && sbErr.Code != azservicebus.CodeTimeout) {
+		t.Errorf("accepting with nothing to accept: %v", err)
+	}
+	if time.Since(began) > 10*time.Second {
+		t.Errorf("accepting with nothing to accept took %v", time.Since(began))
+	}
+	plain, err := c.NewReceiverForQueue("work", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close(ctx)
+	five, cancelFive := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelFive()
+	if got, err := plain.ReceiveMessages(five, 1, nil); err == nil {
+		t.Errorf("a receiver without a session read a session queue: %d messages", len(got))
+	}
+}
