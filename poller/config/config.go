@@ -42,11 +42,11 @@ type Config struct {
 
 // Entra is the app registration people sign in to.
 type Entra struct {
-	Authority           string   `yaml:"authority" json:"authority"`
-	ClientID            string   `yaml:"client_id" json:"client_id"`
-	ClientSecret        Secret   `yaml:"client_secret" json:"client_secret"`
-	CertificateFile     string   `yaml:"certificate_file" json:"certificate_file"`
-	CertificatePassword Secret   `yaml:"certificate_password" json:"certificate_password"`
+	Authority           string `yaml:"authority" json:"authority"`
+	ClientID            string `yaml:"client_id" json:"client_id"`
+	ClientSecret        Secret `yaml:"client_secret" json:"client_secret"`
+	CertificateFile     string `yaml:"certificate_file" json:"certificate_file"`
+	CertificatePassword Secret `yaml:"certificate_password" json:"certificate_password"`
 	// ManagedIdentity makes the host's Azure managed identity the app
 	// registration's federated credential (no secret at all): "system",
 	// or the client id of a user-assigned identity.
