@@ -283,7 +283,12 @@ func (e *Engine) prepare(ctx context.Context, a Account, c *counters, log *slog.
 func (e *Engine) apply(ctx context.Context, a Account, rec PresenceRecord, tag ETag, u presence.Update, force bool, c *counters, log *slog.Logger) error {
 	c.read.Add(1)
 	e.logUnknown(u, log)
+	// A message id is <objectId>:<observedAt ms>: it must never repeat
+	// for a person, or duplicate detection would drop a newer message.
 	now := time.Now().UTC()
+	if floor := lastMillis(rec); now.UnixMilli() <= floor {
+		now = time.UnixMilli(floor + 1).UTC()
+	}
 	u.ObservedAt = now
 	u.UPN, u.TenantID = a.UPN, a.TenantID
 	u.ExpiresAt = now.Add(3 * e.o.Heartbeat)
@@ -339,6 +344,20 @@ func changedFrom(rec PresenceRecord, u presence.Update) bool {
 		}
 	}
 	return !rec.Last.SameState(u)
+}
+
+// lastMillis is the newest observedAt (in ms) among the record's messages:
+// the last change, the last publish, and what is pending.
+func lastMillis(rec PresenceRecord) int64 {
+	last := max(rec.Last.ObservedAt.UnixMilli(), rec.PublishedAt.UnixMilli())
+	for _, p := range rec.Pending {
+		if i := strings.LastIndexByte(p.ID, ':'); i >= 0 {
+			if ms, err := strconv.ParseInt(p.ID[i+1:], 10, 64); err == nil {
+				last = max(last, ms)
+			}
+		}
+	}
+	return last
 }
 
 func pendingOf(u presence.Update) (Pending, error) {

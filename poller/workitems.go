@@ -178,7 +178,7 @@ func (e *Engine) Work(ctx context.Context, it WorkItem) (Summary, error) {
 	}
 	e.logSummary(ctx, level, "work item", s)
 	if len(errs) > 0 {
-		return s, fmt.Errorf("poller: work item of tenant %s: %d of %d people not done: %w", it.TenantID, max(s.Failed, 1), len(it.UserIDs), errs[0])
+		return s, fmt.Errorf("poller: work item of tenant %s: %d of %d people not done: %w", it.TenantID, max(s.Failed, 1), len(it.UserIDs), errors.Join(errs...))
 	}
 	return s, nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/presence-bridge/presence-bridge/graph/graphtest"
+	"github.com/presence-bridge/presence-bridge/internal/azurite"
 	"github.com/presence-bridge/presence-bridge/internal/entratest"
 	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"github.com/presence-bridge/presence-bridge/poller/config"
@@ -60,6 +61,12 @@ type rigOptions struct {
 	lifetime time.Duration // access token lifetime (0: 1 h)
 	// transport wraps the transport the poller reaches the fakes with.
 	transport func(http.RoundTripper) http.RoundTripper
+	// appOnly are entra.app_only_tenants; workQueue a session queue the
+	// stand-in serves (service_bus.work_queue); tables stores in Azurite
+	// (storage.tables) instead of data_dir.
+	appOnly   []string
+	workQueue string
+	tables    bool
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -72,11 +79,16 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	sbConn := "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=" + manageKey + ";UseDevelopmentEmulator=true"
 	mo := sbtest.ManagementOptions{ManageKeys: map[string]string{"RootManageSharedAccessKey": manageKey}}
 	if o.broker {
-		r.sb = sbtest.Start(t, sbtest.Options{Keys: map[string]string{"RootManageSharedAccessKey": manageKey}})
+		so := sbtest.Options{Keys: map[string]string{"RootManageSharedAccessKey": manageKey}}
+		if o.workQueue != "" {
+			so.SessionQueues = []string{o.workQueue}
+		}
+		r.sb = sbtest.Start(t, so)
 		sbConn = r.sb.ConnectionStringWithKey("RootManageSharedAccessKey", manageKey)
 		mo.Broker = r.sb
 	}
 	r.mgmt = sbtest.NewManagement(t, mo)
+	dataDir := t.TempDir()
 	yaml := fmt.Sprintf(`
 log_level: debug
 listen: 127.0.0.1:0
@@ -99,8 +111,20 @@ service_bus:
     - connection_string: ${SB}
       admin_endpoint: %s
   subscriptions: [home]
-`, filepath.Join(t.TempDir(), "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), r.mgmt.URL())
+`, filepath.Join(dataDir, "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), r.mgmt.URL())
 	env := map[string]string{"SECRET_KEY": secretKey, "API_KEY": apiKey, "CLIENT_SECRET": clientSecret, "SB": sbConn}
+	if len(o.appOnly) > 0 {
+		yaml = strings.Replace(yaml, "  client_secret: ${CLIENT_SECRET}\n", "  client_secret: ${CLIENT_SECRET}\n  app_only_tenants: ["+strings.Join(o.appOnly, ", ")+"]\n", 1)
+	}
+	if o.workQueue != "" {
+		yaml += "  work_queue: " + o.workQueue + "\n"
+	}
+	if o.tables {
+		az := azurite.Start(t)
+		yaml += "storage:\n  tables: ${TABLES}\n"
+		yaml = strings.Replace(yaml, "data_dir: "+filepath.Join(dataDir, "data"), `data_dir: ""`, 1)
+		env["TABLES"] = az.ConnectionString()
+	}
 	r.yaml, r.env = yaml, env
 	cfg, err := config.Parse([]byte(yaml), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/poller/config"
 	"github.com/presence-bridge/presence-bridge/poller/server"
 	"github.com/presence-bridge/presence-bridge/poller/signin"
+	"github.com/presence-bridge/presence-bridge/poller/tablestore"
 	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
@@ -40,6 +41,9 @@ func runServe(ctx context.Context, args []string, env Env) int {
 	logger := newLogger(env.Stderr, cfg.LogLevel)
 	for _, u := range cfg.Unimplemented() {
 		logger.Info("configuration key not acted on in this version", "key", u)
+	}
+	if cfg.ServiceBus.WorkQueue != "" {
+		logger.Info("service_bus.work_queue is used by the functions command only; serve runs each cycle itself")
 	}
 	d, err := NewDaemon(DaemonOptions{Config: cfg, Logger: logger, HTTPClient: env.HTTPClient})
 	if err != nil {
@@ -65,17 +69,38 @@ type DaemonOptions struct {
 	HTTPClient *http.Client
 }
 
+// Store is the poller's store with its health check: boltstore's or
+// tablestore's.
+type Store interface {
+	poller.Store
+	Ping(ctx context.Context) error
+	Close() error
+}
+
 // Daemon is the wired poller: store, sign-in, Graph, Service Bus, engine and
 // HTTP server.
 type Daemon struct {
 	cfg       *config.Config
 	log       *slog.Logger
-	Store     *boltstore.Store
+	Store     Store
 	Engine    *poller.Engine
 	Handler   *server.Server
 	Flow      *signin.Flow
 	Tokens    *signin.Tokens
+	AppTokens *signin.AppTokens // nil without entra.app_only_tenants
 	publisher *servicebus.Publisher
+}
+
+// openStore opens Table Storage when storage.tables is set (shared by any
+// number of processes), else the embedded store under data_dir (waiting up
+// to wait for another process to release it).
+func openStore(cfg *config.Config, wait time.Duration) (Store, error) {
+	if cfg.Storage.Tables == "" {
+		return boltstore.Open(cfg.DataDir, wait)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return tablestore.Open(ctx, tablestore.Options{ConnectionString: cfg.Storage.Tables.Value()})
 }
 
 // NewDaemon opens the store and builds every part; nothing else connects
@@ -89,7 +114,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := boltstore.Open(cfg.DataDir, 2*time.Second)
+	store, err := openStore(cfg, 2*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -123,14 +148,25 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		return fail(err)
 	}
 	reader := graph.New(graph.Options{Endpoint: cfg.Graph.Endpoint, HTTPClient: o.HTTPClient, Logger: logger.With("component", "graph")})
-	engine := poller.New(poller.Options{
+	var appTokens *signin.AppTokens
+	eo := poller.Options{
 		Store: store, Reader: reader, Publisher: pub, Tokens: tokens, Heartbeat: cfg.Graph.Heartbeat.Std(),
 		Logger: logger.With("component", "refresh"),
-	})
+	}
+	if len(cfg.Entra.AppOnlyTenants) > 0 {
+		appTokens, err = signin.NewAppTokens(signin.AppTokensOptions{Authority: cfg.Entra.Authority, ClientID: cfg.Entra.ClientID, Credential: cred,
+			HTTPClient: o.HTTPClient, InstanceDiscovery: microsoftHost(cfg.Entra.Authority)})
+		if err != nil {
+			return fail(err)
+		}
+		eo.AppOnly, eo.AppTokens = cfg.Entra.AppOnlyTenants, appTokens
+	}
+	engine := poller.New(eo)
 	onboarder := &poller.Onboarder{Namespaces: managers, Subscriptions: cfg.ServiceBus.Subscriptions, ListenKeys: cfg.ServiceBus.ListenKeys}
 	handler := server.New(server.Options{
 		Flow: flow, Tokens: tokens, Store: store, Engine: engine, Onboarder: onboarder, APIKey: cfg.APIKey.Value(),
-		Logger: logger.With("component", "http"),
+		AppOnlyTenants: cfg.Entra.AppOnlyTenants,
+		Logger:         logger.With("component", "http"),
 		Checks: map[string]func(context.Context) error{
 			"store": store.Ping,
 			"service_bus": func(ctx context.Context) error {
@@ -143,13 +179,24 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 			},
 		},
 	})
-	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, Flow: flow, Tokens: tokens, publisher: pub}, nil
+	return &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Handler: handler, Flow: flow, Tokens: tokens, AppTokens: appTokens, publisher: pub}, nil
 }
 
-// credential reads the client secret, or the certificate (PEM or PFX).
+// credential reads the client secret, or the certificate (PEM or PFX), or
+// sets up a federated credential (the host's managed identity, or a token
+// file).
 func credential(e config.Entra) (signin.Credential, error) {
-	if e.ClientSecret != "" {
+	switch {
+	case e.ClientSecret != "":
 		return signin.Credential{Secret: e.ClientSecret.Value()}, nil
+	case e.ManagedIdentity != "":
+		get, err := signin.ManagedIdentityAssertion(e.ManagedIdentity, nil)
+		if err != nil {
+			return signin.Credential{}, fmt.Errorf("entra.managed_identity: %w", err)
+		}
+		return signin.Credential{Assertion: get}, nil
+	case e.ClientAssertionFile != "":
+		return signin.Credential{Assertion: signin.FileAssertion(e.ClientAssertionFile)}, nil
 	}
 	data, err := os.ReadFile(e.CertificateFile)
 	if err != nil {
@@ -177,6 +224,15 @@ func microsoftHost(authority string) bool {
 		}
 	}
 	return false
+}
+
+// Close releases the store and Service Bus connections of a daemon that was
+// built but not run (a command that does one thing).
+func (d *Daemon) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	_ = d.publisher.Close(ctx)
+	_ = d.Store.Close()
 }
 
 // Run serves HTTP and runs the refresh loop until ctx ends, then stops

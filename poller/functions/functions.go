@@ -21,8 +21,12 @@
 //     like any other: a cycle reads the presence of now.
 //   - presence-work, the Service Bus trigger on the work queue (sessions on,
 //     binding "item", dataType binary): one work item; any failure answers
-//     500 so that the item is delivered again whole. An item that is not
-//     one (redelivery cannot help) is answered 200 and logged as an error.
+//     500 so that the item is delivered again whole. Service Bus delivers
+//     an abandoned message again at once, so a Graph read throttled with a
+//     Retry-After of up to MaxThrottleWait is waited out and the item done
+//     once more within the invocation (ten quick failures would
+//     dead-letter it). An item that is not one (redelivery cannot help) is
+//     answered 200 and logged as an error.
 //
 // Payloads are read leniently, because they vary with the host's version:
 // the timer's data may be an object or a JSON string holding one, its
@@ -45,6 +49,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/poller"
 )
 
@@ -54,6 +59,10 @@ const (
 	WorkFunction  = "presence-work"
 	WorkBinding   = "item"
 )
+
+// MaxThrottleWait is the longest Retry-After a work item waits out before
+// trying again within its invocation.
+const MaxThrottleWait = 30 * time.Second
 
 // maxPayload bounds an invocation payload (a work item of 650 ids is
 // about 26 KB, base64 a third more).
@@ -275,6 +284,19 @@ func (h *Handler) work(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, err := h.o.Engine.Work(r.Context(), it)
+	var throttled *graph.ThrottledError
+	if errors.As(err, &throttled) {
+		if wait := throttled.Until.Sub(h.o.Now()); wait <= MaxThrottleWait {
+			log.Info("graph throttled the tenant; waiting out its Retry-After before trying the item again", "wait", wait.Round(time.Millisecond))
+			t := time.NewTimer(max(wait, 0))
+			select {
+			case <-t.C:
+				s, err = h.o.Engine.Work(r.Context(), it)
+			case <-r.Context().Done():
+				t.Stop()
+			}
+		}
+	}
 	logs := []string{fmt.Sprintf("work item of tenant %s: %d people, %d read, %d changes, %d published, %d failed",
 		it.TenantID, len(it.UserIDs), s.Read, s.Changes, s.Published, s.Failed)}
 	if err != nil {

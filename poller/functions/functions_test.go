@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,8 +14,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/presence-bridge/presence-bridge/graph"
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
@@ -26,6 +29,8 @@ type engine struct {
 	enqueued []time.Time
 	worked   []poller.WorkItem
 	workErr  error
+	// workErrs are the errors of the first Work calls, in order.
+	workErrs []error
 }
 
 func (e *engine) Cycle(context.Context) (poller.Summary, error) {
@@ -46,6 +51,11 @@ func (e *engine) Work(_ context.Context, it poller.WorkItem) (poller.Summary, er
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.worked = append(e.worked, it)
+	if len(e.workErrs) > 0 {
+		err := e.workErrs[0]
+		e.workErrs = e.workErrs[1:]
+		return poller.Summary{}, err
+	}
 	return poller.Summary{People: len(it.UserIDs), Read: len(it.UserIDs)}, e.workErr
 }
 
@@ -157,6 +167,28 @@ func TestFailedWorkItemAnswersNon2xx(t *testing.T) {
 	if !strings.Contains(strings.Join(resp.Logs, "\n"), "service bus unreachable") {
 		t.Errorf("logs %q", resp.Logs)
 	}
+}
+
+// TestThrottledItemWaitsOutRetryAfter: Service Bus would deliver an
+// abandoned item again at once, so a short Retry-After is waited out and
+// the item done again within the invocation; a long one fails the item.
+func TestThrottledItemWaitsOutRetryAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		throttled := func(d time.Duration) error {
+			return fmt.Errorf("poller: work item: %w", errors.Join(errors.New("other"), &graph.ThrottledError{TenantID: "t", Status: 429, Until: time.Now().Add(d)}))
+		}
+		e := &engine{workErrs: []error{throttled(10 * time.Second)}}
+		began := time.Now()
+		code, _ := invoke(t, New(Options{Engine: e}), WorkFunction, "work-binary.json")
+		if code != http.StatusOK || len(e.worked) != 2 || time.Since(began) != 10*time.Second {
+			t.Errorf("a 10 s Retry-After: HTTP %d, %d tries, after %v", code, len(e.worked), time.Since(began))
+		}
+		e = &engine{workErrs: []error{throttled(2 * time.Minute)}}
+		code, _ = invoke(t, New(Options{Engine: e}), WorkFunction, "work-binary.json")
+		if code != http.StatusInternalServerError || len(e.worked) != 1 {
+			t.Errorf("a 2 min Retry-After: HTTP %d, %d tries", code, len(e.worked))
+		}
+	})
 }
 
 // TestNotAWorkItemIsDropped: a body that is no work item is logged and
