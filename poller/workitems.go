@@ -136,29 +136,40 @@ func (e *Engine) Enqueue(ctx context.Context, q WorkQueue, cycleStart time.Time)
 func (e *Engine) Work(ctx context.Context, it WorkItem) (Summary, error) {
 	log := e.log.With("tenant", it.TenantID)
 	var c counters
-	people := make([]Account, 0, len(it.UserIDs))
+	// The accounts are read Options.Concurrency at a time: one store round
+	// trip each (Table Storage), 650 of them in an item.
+	found := make([]*Account, len(it.UserIDs))
+	var mu sync.Mutex
 	var errs []error
-	for _, id := range it.UserIDs {
-		a, err := e.o.Store.Account(ctx, id)
+	e.each(ctx, len(it.UserIDs), func(i int) {
+		a, err := e.o.Store.Account(ctx, it.UserIDs[i])
 		switch {
 		case errors.Is(err, ErrNotFound):
-			continue // forgotten since the cycle was planned
+			// forgotten since the cycle was planned
 		case err != nil:
-			return c.summary(len(it.UserIDs)), fmt.Errorf("poller: work item: %w", err)
+			mu.Lock()
+			errs = append(errs, fmt.Errorf("poller: work item: %w", err))
+			mu.Unlock()
 		case !strings.EqualFold(a.TenantID, it.TenantID):
-			log.Warn("work item names a person of another tenant; skipped", "user", id, "their_tenant", a.TenantID)
-			continue
-		case a.State == StateSignInRequired:
-			continue
+			log.Warn("work item names a person of another tenant; skipped", "user", a.UserID, "their_tenant", a.TenantID)
+		case a.State != StateSignInRequired:
+			found[i] = &a
 		}
-		people = append(people, a)
+	})
+	if len(errs) > 0 {
+		return c.summary(len(it.UserIDs)), errs[0]
+	}
+	people := make([]Account, 0, len(it.UserIDs))
+	for _, a := range found {
+		if a != nil {
+			people = append(people, *a)
+		}
 	}
 	if e.AppOnly(it.TenantID) {
 		if err := e.batch(ctx, it.TenantID, people, false, &c); err != nil {
 			errs = append(errs, err)
 		}
 	} else {
-		var mu sync.Mutex
 		e.each(ctx, len(people), func(i int) {
 			err := e.refresh(ctx, people[i], false, &c)
 			if err != nil && !errors.Is(err, ErrSignInRequired) {

@@ -188,6 +188,7 @@ class Broker(Handler):
         self.topics = {}  # name -> [Entity]
         self.tokens = {}  # lock token bytes -> locked Rec
         self.expiry = []  # heap of (locked_until, token)
+        self.session_held = {}  # session receiver link -> lock tokens it was sent
         self.keys = {}
         self.entity_keys = {}  # entity (lower case) -> {key name: (key, rights)}
         self.dedupe = {}  # topic -> [window_ms, {message id: ms}]
@@ -530,8 +531,16 @@ class Broker(Handler):
         ent.accepting = [w for w in ent.accepting if w[0] != link]
         sid = getattr(link, "session_id", None)
         if sid is not None and ent.owner.get(sid) == link:  # wrappers of one link are equal, not identical
-            del ent.owner[sid]  # the session's lock ends with its receiver
-            self.accept_waiting(ent)
+            del ent.owner[sid]  # the session's lock ends with its receiver,
+            # and so do the locks of its messages the receiver did not settle:
+            # one sent as the receiver stopped waiting, which its client would
+            # have released. They are available again at once, uncounted (an
+            # explicit abandon, or a lock that expires, counts).
+            for token in self.session_held.pop(link, ()):
+                rec = self.tokens.get(token)
+                if rec is not None:
+                    rec.ent.release(rec, False)
+            self.dispatch(ent)
 
     def on_connection_remote_close(self, event):
         for link in list(self.links_of(event.connection)):
@@ -765,6 +774,8 @@ class Broker(Handler):
         tag = os.urandom(8).hex()  # 16 ASCII characters: also the lock token's bytes
         token = tag.encode("ascii")
         self.lock(rec, token)
+        if ent.sessions:
+            self.session_held.setdefault(link, set()).add(token)
         dlv = link.send(self.render(ent, rec, token), tag)
         dlv.token = token
 

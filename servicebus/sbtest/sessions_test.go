@@ -103,3 +103,35 @@ func TestSessionQueue(t *testing.T) {
 		t.Errorf("a receiver without a session read a session queue: %d messages", len(got))
 	}
 }
+
+// TestSessionCloseReleasesItsMessages: a message a session receiver was
+// sent but did not settle (it arrived as the receiver gave up waiting) is
+// available again as soon as the receiver closes, its delivery uncounted:
+// its lock was the session's.
+func TestSessionCloseReleasesItsMessages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b := sbtest.Start(t, sbtest.Options{SessionQueues: []string{"work"}})
+	sid := "tenant-0"
+	b.SendMessages(ctx, "work", &azservicebus.Message{Body: []byte("item"), SessionID: &sid})
+	r, err := b.Client().AcceptNextSessionForQueue(ctx, "work", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.ReceiveMessages(ctx, 1, nil); err != nil || len(got) != 1 {
+		t.Fatalf("receive: %v", err)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	short, stop := context.WithTimeout(ctx, 5*time.Second) // well under the 30 s message lock
+	defer stop()
+	again, err := b.Client().AcceptNextSessionForQueue(short, "work", nil)
+	if err != nil {
+		t.Fatalf("the session's unsettled message is still locked: %v", err)
+	}
+	got, err := again.ReceiveMessages(short, 1, nil)
+	if err != nil || len(got) != 1 || got[0].DeliveryCount != 1 {
+		t.Fatalf("redelivery: %v %v", got, err)
+	}
+}
