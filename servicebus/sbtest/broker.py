@@ -189,6 +189,7 @@ class Broker(Handler):
         self.tokens = {}  # lock token bytes -> locked Rec
         self.expiry = []  # heap of (locked_until, token)
         self.session_held = {}  # session receiver link -> lock tokens it was sent
+        self.reply_links = {}  # (connection, reply-to address) -> our sender link
         self.keys = {}
         self.entity_keys = {}  # entity (lower case) -> {key name: (key, rights)}
         self.dedupe = {}  # topic -> [window_ms, {message id: ms}]
@@ -447,6 +448,9 @@ class Broker(Handler):
             link.flow(1000)
         elif link.kind == "consume":
             link.entity.consumers.append(link)
+        elif link.kind in ("cbs", "mgmt"):
+            # Where replies to this client's requests go (its reply-to).
+            self.reply_links[(link.connection, link.remote_target.address)] = link
 
     @staticmethod
     def session_wanted(link):
@@ -523,7 +527,12 @@ class Broker(Handler):
         self.drop_link(event.link)
 
     def drop_link(self, link):
-        if getattr(link, "kind", None) != "consume":
+        kind = getattr(link, "kind", None)
+        if kind in ("cbs", "mgmt") and link.is_sender:
+            key = (link.connection, link.remote_target.address)
+            if self.reply_links.get(key) == link:
+                del self.reply_links[key]
+        if kind != "consume":
             return
         ent = link.entity
         if link in ent.consumers:
@@ -630,12 +639,12 @@ class Broker(Handler):
         resp = Message(body=body)
         resp.correlation_id = req.id
         resp.properties = {"status-code": int32(code), "status-description": desc}
-        for link in self.links_of(conn):
-            if link.is_sender and link.remote_target.address == req.reply_to and link.state & Endpoint.LOCAL_ACTIVE:
-                dlv = link.send(resp, os.urandom(8).hex())
-                if not dlv.settled:
-                    dlv.settle()
-                return
+        link = self.reply_links.get((conn, req.reply_to))
+        if link is None or not link.state & Endpoint.LOCAL_ACTIVE:
+            return
+        dlv = link.send(resp, os.urandom(8).hex())
+        if not dlv.settled:
+            dlv.settle()
 
     def put_token(self, conn, req):
         props = req.properties or {}

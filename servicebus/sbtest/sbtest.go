@@ -252,6 +252,17 @@ func (b *Broker) start() error {
 	}
 }
 
+// Pid is the broker process's id (0 when it is not running): load runs
+// read its CPU time.
+func (b *Broker) Pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
+}
+
 // Port is the broker's loopback port; it stays the same across Restart.
 func (b *Broker) Port() int {
 	b.mu.Lock()
