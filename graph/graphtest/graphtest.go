@@ -15,6 +15,7 @@
 package graphtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -60,6 +61,10 @@ type throttle struct {
 type person struct {
 	p   Presence
 	seq string
+	// rendered is the person's JSON as Graph answers it, made once per
+	// change: a batch of 650 is then a concatenation, so that the fake's
+	// own encoding does not weigh on a load run.
+	rendered []byte
 }
 
 // Server is a running fake.
@@ -136,7 +141,10 @@ func (s *Server) SetPresence(id presence.UserID, p Presence) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
-	s.people[presence.CanonicalUserID(string(id))] = &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+	id = presence.CanonicalUserID(string(id))
+	pp := &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+	pp.rendered, _ = json.Marshal(renderPerson(id, pp))
+	s.people[id] = pp
 }
 
 // SetLatency changes the answer latency.
@@ -309,21 +317,41 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 	s.batches[strings.ToLower(tenant)]++
 	s.batchIDs += len(req.IDs)
 	s.mu.Unlock()
-	out := struct {
-		Value []map[string]any `json:"value"`
-	}{}
+	var b bytes.Buffer
+	b.WriteString(`{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.presence)","value":[`)
+	n := 0
 	for _, raw := range req.IDs {
-		if id, err := presence.ParseUserID(raw); err == nil {
-			out.Value = append(out.Value, s.render(id))
+		id, err := presence.ParseUserID(raw)
+		if err != nil {
+			continue
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		n++
+		s.mu.Lock()
+		p := s.people[id]
+		s.mu.Unlock()
+		if p != nil {
+			b.Write(p.rendered)
+		} else {
+			enc, _ := json.Marshal(renderPerson(id, nil))
+			b.Write(enc)
 		}
 	}
-	writeJSON(w, out)
+	b.WriteString("]}\n")
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b.Bytes())
 }
 
 func (s *Server) render(id presence.UserID) map[string]any {
 	s.mu.Lock()
 	p := s.people[id]
 	s.mu.Unlock()
+	return renderPerson(id, p)
+}
+
+func renderPerson(id presence.UserID, p *person) map[string]any {
 	if p == nil {
 		return map[string]any{"id": string(id), "availability": "PresenceUnknown", "activity": "PresenceUnknown"}
 	}
