@@ -23,7 +23,7 @@ test-short:
 
 # Go benchmarks and the end-to-end load runs (all are testing.B benchmarks).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./...
 
 # actionlint checks the GitHub workflows (their shell steps too when
 # shellcheck is installed, as .ci/run and GitHub's runners do).

@@ -75,6 +75,9 @@ func BenchmarkPollerScale(b *testing.B) {
 					b.ReportMetric(float64(w.items), "items")
 					b.ReportMetric(float64(w.lastBatches), "batch-reads")
 					b.ReportMetric(float64(w.graph.RateLimited("")), "429s")
+					b.ReportMetric(first.Seconds(), "first-cycle-s")
+					b.ReportMetric(float64(len(w.tenants)), "tenants")
+					b.ReportMetric(float64(w.largest()), "largest-tenant")
 				})
 			}
 		})
