@@ -6,7 +6,13 @@
 //
 // The refresh loop is independent of what triggers it: Engine.Cycle is one
 // pass over everyone, called by serve's own ticker, by POST /api/refresh,
-// and later by the Azure Functions timer. The parts it consumes are small
+// and by the Azure Functions timer (poller/functions). At scale the timer
+// only splits the cycle into work items (Engine.Enqueue: up to 650 people
+// of one tenant each, on a Service Bus session queue, session = tenant),
+// and Engine.Work does one item wherever the Functions host runs it.
+// People of app-only tenants (entra.app_only_tenants) are read with the
+// app's own token in batches of 650: ⌈N/650⌉ Graph requests per cycle for a
+// tenant of N. The parts it consumes are small
 // interfaces declared here (Store, PresenceReader, Publisher, TokenSource);
 // the composition root (poller/cli) wires the real ones.
 //
@@ -17,8 +23,12 @@
 // the pending messages first, oldest first, with the same ids and bodies,
 // so Service Bus duplicate detection removes a send that had in fact gone
 // through. Every write of a person's presence record is a compare-and-swap
-// on its ETag, so several instances sharing a store never publish a change
-// twice or out of order.
+// on its ETag, and the write that stores a message to publish also takes a
+// short lease in the record, released once the message is sent: a caller
+// that finds a live lease leaves the person to its holder. So several
+// instances sharing a store never publish a change twice or one after a
+// newer one (TestRacingConsumersNeverPublishOutOfOrder forces the
+// interleavings).
 package poller
 
 import (
