@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/presence-bridge
 POLLER   := bin/presence-poller
 
-.PHONY: build test test-short bench lint demo demo-system cross images clean
+.PHONY: build test test-short bench lint demo demo-system cross images package-functions clean
 
 # Both programs: the home bridge and the cloud poller.
 build:
@@ -25,7 +25,7 @@ test-short:
 # synctest simulations named TestSimulated* (counts over simulated hours,
 # which a testing.B cannot run under synctest).
 bench:
-	$(GO) test -run '^TestSimulated' -bench . -benchmem -timeout 30m ./...
+	$(GO) test -run '^TestSimulated' -bench . -benchmem -timeout 60m ./...
 
 # actionlint checks the GitHub workflows (their shell steps too when
 # shellcheck is installed, as .ci/run and GitHub's runners do).
@@ -52,6 +52,17 @@ cross:
 		echo "building $$out"; \
 		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $$out ./cmd/presence-bridge || exit 1; \
 	done
+
+# The Azure Functions package (deploy/functions plus a static linux/amd64
+# presence-poller) for zip deploy: az functionapp deployment source
+# config-zip, or func azure functionapp publish from dist/functions.
+package-functions:
+	rm -rf dist/functions dist/presence-poller-functions.zip
+	mkdir -p dist/functions
+	cp -R deploy/functions/. dist/functions/
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o dist/functions/presence-poller ./cmd/presence-poller
+	$(GO) run ./internal/tools/zipdir -o dist/presence-poller-functions.zip dist/functions
+	@echo "dist/presence-poller-functions.zip"
 
 # The multi-arch image (needs a Docker engine with buildx; none runs on CI).
 images:

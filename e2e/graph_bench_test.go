@@ -165,7 +165,7 @@ func BenchmarkGraphFiveHundred(b *testing.B) {
 		case <-ctx.Done():
 			b.Fatalf("only %d users reached MQTT:\n%s", reached(), p.logs.String())
 		}
-		batches, total := r.graph.Batches(), r.graph.Total()
+		batches, total := r.graph.Batches(""), r.graph.Total()
 		ticks := p.cpuTicks(b)
 		began := time.Now()
 		<-time.After(window) // the measurement window, not a wait for an event
@@ -173,7 +173,7 @@ func BenchmarkGraphFiveHundred(b *testing.B) {
 		used := float64(p.cpuTicks(b)-ticks) / clockTicks
 		cpu = 100 * used / took.Seconds()
 		cycles := took.Seconds() / interval.Seconds()
-		perCycle = float64(r.graph.Batches()-batches) / cycles
+		perCycle = float64(r.graph.Batches("")-batches) / cycles
 		reqPerCycle = float64(r.graph.Total()-total) / cycles
 		now, hwm := p.rssKiB(b)
 		rss, peak = float64(now)/1024, float64(hwm)/1024

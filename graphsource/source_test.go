@@ -225,14 +225,14 @@ func TestSignInFromButtonAndRestartKeepsIt(t *testing.T) {
 		t.Errorf("uncovered users logged %d times, want once:\n%s", c, r.logs.String())
 	}
 	// One batch per cycle, never a request per user.
-	b0, t0 := r.graph.Batches(), r.graph.Total()
-	eventually(t, "three more cycles", func() bool { return r.graph.Batches() >= b0+3 })
-	if r.graph.Total()-t0 != r.graph.Batches()-b0 {
-		t.Errorf("%d requests for %d batches", r.graph.Total()-t0, r.graph.Batches()-b0)
+	b0, t0 := r.graph.Batches(""), r.graph.Total()
+	eventually(t, "three more cycles", func() bool { return r.graph.Batches("") >= b0+3 })
+	if r.graph.Total()-t0 != r.graph.Batches("")-b0 {
+		t.Errorf("%d requests for %d batches", r.graph.Total()-t0, r.graph.Batches("")-b0)
 	}
 	// A change shows up; an unchanged presence is not submitted again.
 	n := len(r.core.updates)
-	eventually(t, "two more cycles", func() bool { return r.graph.Batches() >= b0+5 })
+	eventually(t, "two more cycles", func() bool { return r.graph.Batches("") >= b0+5 })
 	r.core.mu.Lock()
 	again := len(r.core.updates) - n
 	r.core.mu.Unlock()
@@ -304,8 +304,8 @@ func TestRevocationMarksUsersUnavailable(t *testing.T) {
 	if n := r.core.markedCount(alexID); n != 1 {
 		t.Fatalf("alex marked %d times before the revocation, want once (at start, before sam signed in)", n)
 	}
-	b0 := r.graph.Batches()
-	eventually(t, "a batch covering kim", func() bool { return r.graph.Batches() > b0 })
+	b0 := r.graph.Batches("")
+	eventually(t, "a batch covering kim", func() bool { return r.graph.Batches("") > b0 })
 
 	r.entra.RevokeAccess(samID)
 	eventually(t, "alex and sam shown unavailable", func() bool { return r.core.markedCount(alexID) == 2 && r.core.markedCount(samID) == 2 })
@@ -328,12 +328,12 @@ func TestRevocationMarksUsersUnavailable(t *testing.T) {
 		}
 	}
 	refreshes := r.entra.TokenRequests("refresh_token")
-	b1 := r.graph.Batches()
+	b1 := r.graph.Batches("")
 	kimReads := r.graph.Total()
 	eventually(t, "ten more cycles", func() bool { return r.graph.Total() >= kimReads+10 })
-	if r.entra.TokenRequests("refresh_token") != refreshes || r.graph.Batches() != b1 {
+	if r.entra.TokenRequests("refresh_token") != refreshes || r.graph.Batches("") != b1 {
 		t.Errorf("the revoked sign-in was retried: %d refreshes, %d batches more",
-			r.entra.TokenRequests("refresh_token")-refreshes, r.graph.Batches()-b1)
+			r.entra.TokenRequests("refresh_token")-refreshes, r.graph.Batches("")-b1)
 	}
 	if c := strings.Count(r.logs.String(), "expired or was revoked"); c != 1 {
 		t.Errorf("the expiry was logged %d times", c)
@@ -427,7 +427,7 @@ func TestOwnAccountsAndUncoveredUser(t *testing.T) {
 	r.waitFor(t, alexID, "alex", busy)
 	r.waitFor(t, samID, "sam", busy)
 	eventually(t, "a few cycles", func() bool { return r.graph.Total() > 10 })
-	if r.graph.Batches() != 0 {
+	if r.graph.Batches("") != 0 {
 		t.Error("a Presence.Read sign-in was used for a batch")
 	}
 	if r.core.markedCount(kimID) != 1 || r.core.markedCount(alexID) != 0 {

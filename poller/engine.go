@@ -2,6 +2,8 @@ package poller
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,8 +31,20 @@ type Options struct {
 	// Grace bounds how long a person's publish may run on after the cycle's
 	// context ends (SIGTERM): it is finished or abandoned with its message
 	// still pending. Default 2 s.
-	Grace  time.Duration
-	Logger *slog.Logger
+	Grace time.Duration
+	// AppOnly are the tenants read with the app's own token (AppTokens) in
+	// batches of up to graph.MaxBatch people (entra.app_only_tenants).
+	AppOnly   []string
+	AppTokens AppTokenSource
+	// BatchConcurrency bounds the batch reads of one app-only tenant in
+	// flight in a cycle; default 4.
+	BatchConcurrency int
+	// Instance names this engine in the leases it takes (default: random);
+	// LeaseFor is how long a lease lasts when its owner never releases it
+	// (a crash); default 30 s, and never under 5 × Grace.
+	Instance string
+	LeaseFor time.Duration
+	Logger   *slog.Logger
 	// Covered, when set, tells which people a healthy change-notification
 	// subscription covers (poller/notify's Manager.Covered). A cycle reads
 	// such a person only once ReconcileInterval has passed since their last
@@ -67,6 +81,8 @@ type Engine struct {
 	// dropped remembers the reasons already logged for dropping a
 	// received notification.
 	dropped sync.Map
+	appOnly map[string]bool
+	leases  atomic.Uint64
 }
 
 // New makes an Engine.
@@ -86,7 +102,28 @@ func New(o Options) *Engine {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{o: o, log: o.Logger}
+	if o.BatchConcurrency <= 0 {
+		o.BatchConcurrency = 4
+	}
+	if o.LeaseFor <= 0 {
+		o.LeaseFor = 30 * time.Second
+	}
+	o.LeaseFor = max(o.LeaseFor, 5*o.Grace)
+	if o.Instance == "" {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		o.Instance = hex.EncodeToString(b)
+	}
+	e := &Engine{o: o, log: o.Logger, appOnly: map[string]bool{}}
+	for _, t := range o.AppOnly {
+		e.appOnly[strings.ToLower(t)] = true
+	}
+	return e
+}
+
+// AppOnly reports whether the tenant is read with the app's own token.
+func (e *Engine) AppOnly(tenantID string) bool {
+	return e.o.AppTokens != nil && e.appOnly[strings.ToLower(tenantID)]
 }
 
 // Summary is what one cycle did.
@@ -102,10 +139,23 @@ type Summary struct {
 	// Covered counts the people a change-notification subscription covers
 	// who were not read in this cycle (their reconcile read is not due).
 	Covered int `json:"covered"`
+	// Busy counts people another caller was publishing (leased) and so
+	// were left to it; Missing people an app-only batch read did not
+	// answer for.
+	Busy    int `json:"busy,omitempty"`
+	Missing int `json:"missing,omitempty"`
 }
 
 type counters struct {
-	read, changes, heartbeats, published, pending, failed, signin, covered atomic.Int64
+	read, changes, heartbeats, published, pending, failed, signin, covered, busy, missing atomic.Int64
+}
+
+func (c *counters) summary(people int) Summary {
+	return Summary{
+		People: people, Read: int(c.read.Load()), Changes: int(c.changes.Load()), Heartbeats: int(c.heartbeats.Load()),
+		Published: int(c.published.Load()), Pending: int(c.pending.Load()), Failed: int(c.failed.Load()), SignInRequired: int(c.signin.Load()),
+		Covered: int(c.covered.Load()), Busy: int(c.busy.Load()), Missing: int(c.missing.Load()),
+	}
 }
 
 // Cycle reads everyone active once, publishes what changed (and what was
@@ -129,9 +179,13 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 	}
 	var c counters
 	var wg sync.WaitGroup
-	for _, people := range byTenant {
+	for key, people := range byTenant {
 		// Each tenant has its own dispatcher and workers: a tenant that is
 		// throttled or slow never holds up another's reads.
+		if e.AppOnly(key) {
+			wg.Go(func() { _ = e.batches(ctx, people[0].TenantID, people, &c) })
+			continue
+		}
 		wg.Go(func() {
 			var tw sync.WaitGroup
 			defer tw.Wait()
@@ -155,18 +209,19 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 		})
 	}
 	wg.Wait()
-	s := Summary{
-		People: len(accounts), Read: int(c.read.Load()), Changes: int(c.changes.Load()), Heartbeats: int(c.heartbeats.Load()),
-		Published: int(c.published.Load()), Pending: int(c.pending.Load()), Failed: int(c.failed.Load()), SignInRequired: int(c.signin.Load()),
-		Covered: int(c.covered.Load()),
-	}
+	s := c.summary(len(accounts))
 	level := slog.LevelDebug // a quiet cycle is not news
 	if s.Changes+s.Published+s.Failed+s.SignInRequired > 0 {
 		level = slog.LevelInfo
 	}
-	e.log.Log(ctx, level, "refresh cycle", "people", s.People, "read", s.Read, "changes", s.Changes, "heartbeats", s.Heartbeats,
-		"published", s.Published, "pending", s.Pending, "failed", s.Failed, "signin_required", s.SignInRequired, "covered", s.Covered)
+	e.logSummary(ctx, level, "refresh cycle", s)
 	return s, context.Cause(ctx)
+}
+
+func (e *Engine) logSummary(ctx context.Context, level slog.Level, msg string, s Summary) {
+	e.log.Log(ctx, level, msg, "people", s.People, "read", s.Read, "changes", s.Changes, "heartbeats", s.Heartbeats,
+		"published", s.Published, "pending", s.Pending, "failed", s.Failed, "signin_required", s.SignInRequired,
+		"covered", s.Covered, "busy", s.Busy, "missing", s.Missing)
 }
 
 // RefreshNow reads one person at once and publishes their presence even
@@ -174,40 +229,25 @@ func (e *Engine) Cycle(ctx context.Context) (Summary, error) {
 // at once").
 func (e *Engine) RefreshNow(ctx context.Context, a Account) (Summary, error) {
 	var c counters
-	err := e.refresh(ctx, a, true, &c)
-	return Summary{People: 1, Read: int(c.read.Load()), Changes: int(c.changes.Load()), Heartbeats: int(c.heartbeats.Load()),
-		Published: int(c.published.Load()), Pending: int(c.pending.Load()), Failed: int(c.failed.Load())}, err
+	var err error
+	if e.AppOnly(a.TenantID) {
+		err = e.batch(ctx, a.TenantID, []Account{a}, true, &c)
+	} else {
+		err = e.refresh(ctx, a, true, &c)
+	}
+	return c.summary(1), err
 }
 
 // refresh is one person's step: publish what is pending, read, detect a
-// change or a due heartbeat, store it as pending, publish it.
+// change or a due heartbeat, store it as pending, publish it. It returns
+// the first failure (a read, a store write, a publish), nil when the person
+// needed nothing or was left to another caller, ErrSignInRequired when the
+// person must sign in again.
 func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters) error {
 	log := e.log.With("user", a.UserID, "tenant", a.TenantID)
-	rec, tag, err := e.o.Store.Presence(ctx, a.UserID)
-	if err != nil {
-		c.failed.Add(1)
-		log.Warn("presence record unreadable", "err", err)
-		return err
-	}
-	// Open what was received but not opened (a process stopped in
-	// between), then publish what an earlier cycle (or process) left
-	// pending first, so that nothing goes out of order.
-	if len(rec.Inbox) > 0 {
-		// This step reads the person anyway: a notification asking for a
-		// read is served by it.
-		if _, err := e.openInbox(ctx, a); err != nil {
-			log.Warn("received notifications not opened yet", "err", err)
-		}
-		if rec, tag, err = e.o.Store.Presence(ctx, a.UserID); err != nil {
-			c.failed.Add(1)
-			return err
-		}
-	}
-	if len(rec.Pending) > 0 {
-		if rec, tag, err = e.flush(ctx, a, rec, tag, c); err != nil {
-			c.failed.Add(1)
-			log.Warn("pending presence not published yet", "pending", len(rec.Pending), "err", err)
-		}
+	rec, tag, ok, flushErr := e.prepare(ctx, a, c, log)
+	if !ok {
+		return flushErr
 	}
 	tok, err := e.o.Tokens.Token(ctx, a)
 	if errors.Is(err, ErrSignInRequired) {
@@ -233,15 +273,73 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 		}
 		return err
 	}
-	c.read.Add(1)
 	e.lastRead.Store(a.UserID, time.Now())
 	if u.UserID != a.UserID {
+		c.read.Add(1)
 		c.failed.Add(1)
 		log.Error("graph answered for another person", "got", u.UserID)
 		return fmt.Errorf("poller: graph answered for %s", u.UserID)
 	}
+	return errors.Join(flushErr, e.apply(ctx, a, rec, tag, u, force, c, log))
+}
+
+// prepare reads the person's record, opens the change notifications they
+// received, and publishes what an earlier cycle (or process) left pending, so that nothing goes out of order. ok is false
+// when the person is to be left alone: another caller holds their lease,
+// or their record cannot be read (err says why).
+func (e *Engine) prepare(ctx context.Context, a Account, c *counters, log *slog.Logger) (PresenceRecord, ETag, bool, error) {
+	rec, tag, err := e.o.Store.Presence(ctx, a.UserID)
+	if err != nil {
+		c.failed.Add(1)
+		log.Warn("presence record unreadable", "err", err)
+		return rec, tag, false, err
+	}
+	// Open what was received but not opened (a process stopped in
+	// between) before anything is published, so that nothing goes out of
+	// order. This step reads the person anyway: a notification asking for
+	// a read is served by it.
+	if len(rec.Inbox) > 0 {
+		if _, err := e.openInbox(ctx, a); err != nil {
+			log.Warn("received notifications not opened yet", "err", err)
+		}
+		if rec, tag, err = e.o.Store.Presence(ctx, a.UserID); err != nil {
+			c.failed.Add(1)
+			return rec, tag, false, err
+		}
+	}
+	if rec.Lease.Held(time.Now()) {
+		c.busy.Add(1)
+		log.Debug("another caller is publishing this person's presence; left to it")
+		return rec, tag, false, nil
+	}
+	if len(rec.Pending) == 0 {
+		return rec, tag, true, nil
+	}
+	rec, tag, err = e.flush(ctx, a, rec, tag, false, c)
+	if errors.Is(err, ErrConflict) {
+		c.busy.Add(1)
+		return rec, tag, false, nil // another caller took them meanwhile
+	}
+	if err != nil {
+		c.failed.Add(1)
+		log.Warn("pending presence not published yet", "pending", len(rec.Pending), "err", err)
+	}
+	return rec, tag, true, err
+}
+
+// apply compares a presence just read with the record (read before the
+// read, so that a record written meanwhile makes the write conflict) and,
+// when it is a change or a heartbeat is due, stores it as pending under a
+// lease and publishes it.
+func (e *Engine) apply(ctx context.Context, a Account, rec PresenceRecord, tag ETag, u presence.Update, force bool, c *counters, log *slog.Logger) error {
+	c.read.Add(1)
 	e.logUnknown(u, log)
+	// A message id is <objectId>:<observedAt ms>: it must never repeat
+	// for a person, or duplicate detection would drop a newer message.
 	now := time.Now().UTC()
+	if floor := lastMillis(rec); now.UnixMilli() <= floor {
+		now = time.UnixMilli(floor + 1).UTC()
+	}
 	u.ObservedAt = now
 	u.UPN, u.TenantID = a.UPN, a.TenantID
 	u.ExpiresAt = now.Add(3 * e.o.Heartbeat)
@@ -275,18 +373,11 @@ func (e *Engine) refresh(ctx context.Context, a Account, force bool, c *counters
 		return err
 	}
 	rec.Pending = append(rec.Pending, p)
-	// Store before sending: a crash after the send republishes the same id,
-	// which duplicate detection removes.
-	tag, err = e.o.Store.PutPresence(context.WithoutCancel(ctx), a.UserID, rec, tag)
-	if errors.Is(err, ErrConflict) {
-		return nil // another instance handled this person meanwhile
-	}
-	if err != nil {
-		c.failed.Add(1)
-		log.Warn("presence not stored", "err", err)
-		return err
-	}
-	if rec, _, err = e.flush(ctx, a, rec, tag, c); err != nil {
+	rec, _, err = e.flush(ctx, a, rec, tag, true, c)
+	switch {
+	case errors.Is(err, ErrConflict):
+		return nil // another caller wrote this person meanwhile: theirs is newer
+	case err != nil:
 		c.failed.Add(1)
 		c.pending.Add(int64(len(rec.Pending)))
 		log.Warn("presence change kept pending", "pending", len(rec.Pending), "err", err)
@@ -313,6 +404,20 @@ func changedFrom(rec PresenceRecord, u presence.Update) bool {
 	return !rec.Last.SameState(u)
 }
 
+// lastMillis is the newest observedAt (in ms) among the record's messages:
+// the last change, the last publish, and what is pending.
+func lastMillis(rec PresenceRecord) int64 {
+	last := max(rec.Last.ObservedAt.UnixMilli(), rec.PublishedAt.UnixMilli())
+	for _, p := range rec.Pending {
+		if i := strings.LastIndexByte(p.ID, ':'); i >= 0 {
+			if ms, err := strconv.ParseInt(p.ID[i+1:], 10, 64); err == nil {
+				last = max(last, ms)
+			}
+		}
+	}
+	return last
+}
+
 func pendingOf(u presence.Update) (Pending, error) {
 	body, err := presence.Encode(u)
 	if err != nil {
@@ -326,24 +431,52 @@ func pendingOf(u presence.Update) (Pending, error) {
 	}, nil
 }
 
-// flush publishes the pending messages in order, removing each once
-// accepted. The sends and the store writes run on for Options.Grace after
-// ctx ends, so that a stop finishes the message in hand or leaves it
-// pending, never half-recorded.
-func (e *Engine) flush(ctx context.Context, a Account, rec PresenceRecord, tag ETag, c *counters) (PresenceRecord, ETag, error) {
+// flush publishes the pending messages in order under a lease, removing
+// each once accepted. It first writes rec with a fresh lease, conditional
+// on tag (stored says that rec's last pending message is new and is written
+// with it); ErrConflict means another caller wrote the record since it was
+// read, and nothing was published. The sends and the store writes run on
+// for Options.Grace after ctx ends, so that a stop finishes the message in
+// hand or leaves it pending, never half-recorded. The returned record and
+// ETag are what the store holds afterwards.
+func (e *Engine) flush(ctx context.Context, a Account, rec PresenceRecord, tag ETag, fresh bool, c *counters) (PresenceRecord, ETag, error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.o.Grace)
 	defer cancel()
-	// One flush of a person at a time; the one that waited re-reads the
-	// record, so that it never sends again what the other just sent.
+	// One flush of a person at a time in this process (a cycle and a
+	// notification may both publish a person's pending messages); the one
+	// that waited re-reads the record, so that it never sends again what
+	// the other just sent.
 	mu := e.publishLock(a.UserID)
 	mu.Lock()
 	defer mu.Unlock()
-	if cur, curTag, err := e.o.Store.Presence(wctx, a.UserID); err == nil && curTag != tag {
-		rec, tag = cur, curTag
-		if len(rec.Pending) == 0 {
-			return rec, tag, nil
+	if !fresh {
+		if cur, curTag, err := e.o.Store.Presence(wctx, a.UserID); err == nil && curTag != tag {
+			rec, tag = cur, curTag
+			if len(rec.Pending) == 0 {
+				return rec, tag, nil
+			}
+			if rec.Lease.Held(time.Now()) {
+				return rec, tag, ErrConflict // another instance publishes them
+			}
 		}
 	}
+	lease := &Lease{Owner: fmt.Sprintf("%s/%d", e.o.Instance, e.leases.Add(1)), Until: time.Now().Add(e.o.LeaseFor).UTC()}
+	held := rec
+	held.Lease = lease
+	// Store before sending: a crash after the send republishes the same id,
+	// which duplicate detection removes; the lease keeps every other caller
+	// from sending these messages (or newer ones) until this call is done.
+	newTag, err := e.o.Store.PutPresence(wctx, a.UserID, held, tag)
+	if errors.Is(err, ErrConflict) {
+		return rec, tag, err
+	}
+	if err != nil {
+		if fresh {
+			rec.Pending = rec.Pending[:len(rec.Pending)-1] // it was never stored
+		}
+		return rec, tag, fmt.Errorf("poller: store presence: %w", err)
+	}
+	rec, tag = held, newTag
 	sent := 0
 	var sendErr error
 	for _, p := range rec.Pending {
@@ -357,29 +490,43 @@ func (e *Engine) flush(ctx context.Context, a Account, rec PresenceRecord, tag E
 		}
 		sent++
 	}
-	if sent == 0 {
-		if sendErr == nil {
-			sendErr = context.Cause(ctx)
-		}
-		return rec, tag, sendErr
+	if sent == 0 && sendErr == nil {
+		sendErr = context.Cause(ctx)
+	}
+	if wctx.Err() != nil {
+		// The grace is spent: release the lease in a short write of its own,
+		// so that the next process need not wait for it to lapse.
+		var cancelRelease context.CancelFunc
+		wctx, cancelRelease = context.WithTimeout(context.WithoutCancel(ctx), min(e.o.Grace, time.Second))
+		defer cancelRelease()
 	}
 	done := rec.Pending[:sent]
 	for attempt := 0; ; attempt++ {
 		next := rec
 		next.Pending = dropSent(rec.Pending, done)
-		next.PublishedAt = time.Now().UTC()
+		if sent > 0 {
+			next.PublishedAt = time.Now().UTC()
+		}
+		if next.Lease != nil && next.Lease.Owner == lease.Owner {
+			next.Lease = nil
+		}
 		newTag, err := e.o.Store.PutPresence(wctx, a.UserID, next, tag)
 		if err == nil {
 			c.published.Add(int64(sent))
 			return next, newTag, sendErr
 		}
 		if !errors.Is(err, ErrConflict) || attempt == 3 {
-			return rec, tag, fmt.Errorf("poller: record the publish: %w", err)
+			// The lease lapses on its own; what was sent stays pending and
+			// goes out again with the same id, which duplicate detection
+			// removes.
+			c.published.Add(int64(sent))
+			return rec, tag, errors.Join(sendErr, fmt.Errorf("poller: record the publish: %w", err))
 		}
-		// Another instance wrote meanwhile: re-read and remove what we sent
-		// if it is still there.
+		// Our lease lapsed and another caller wrote meanwhile: re-read and
+		// remove what we sent if it is still there.
 		if rec, tag, err = e.o.Store.Presence(wctx, a.UserID); err != nil {
-			return rec, tag, err
+			c.published.Add(int64(sent))
+			return rec, tag, errors.Join(sendErr, err)
 		}
 	}
 }

@@ -203,8 +203,8 @@ func (e *Engine) Publish(ctx context.Context, a Account) error {
 		return nil
 	}
 	var c counters
-	if _, _, err := e.flush(ctx, a, rec, tag, &c); err != nil {
-		return err
+	if _, _, err := e.flush(ctx, a, rec, tag, false, &c); err != nil && !errors.Is(err, ErrConflict) {
+		return err // a conflict: another caller publishes them
 	}
 	return nil
 }
@@ -234,8 +234,17 @@ func (e *Engine) keepAlive(ctx context.Context, a Account, c *counters) error {
 			return err
 		}
 	}
+	if rec.Lease.Held(time.Now()) {
+		c.busy.Add(1)
+		return nil // another caller publishes this person
+	}
 	if len(rec.Pending) > 0 {
-		if _, _, err := e.flush(ctx, a, rec, tag, c); err != nil {
+		_, _, err := e.flush(ctx, a, rec, tag, false, c)
+		if errors.Is(err, ErrConflict) {
+			c.busy.Add(1)
+			return nil
+		}
+		if err != nil {
 			c.failed.Add(1)
 			c.pending.Add(int64(len(rec.Pending)))
 			e.log.Warn("pending presence not published yet", "user", a.UserID, "pending", len(rec.Pending), "err", err)
@@ -245,6 +254,9 @@ func (e *Engine) keepAlive(ctx context.Context, a Account, c *counters) error {
 	now := time.Now().UTC()
 	if rec.Last.UserID == "" || rec.PublishedAt.IsZero() || now.Sub(rec.PublishedAt) < e.o.Heartbeat {
 		return nil
+	}
+	if floor := lastMillis(rec); now.UnixMilli() <= floor {
+		now = time.UnixMilli(floor + 1).UTC() // message ids never repeat
 	}
 	hb := rec.Last
 	hb.ObservedAt, hb.ExpiresAt, hb.UPN, hb.TenantID = now, now.Add(3*e.o.Heartbeat), a.UPN, a.TenantID
@@ -261,7 +273,7 @@ func (e *Engine) keepAlive(ctx context.Context, a Account, c *counters) error {
 		return err
 	}
 	c.heartbeats.Add(1)
-	if _, _, err := e.flush(ctx, a, rec, tag, c); err != nil {
+	if _, _, err := e.flush(ctx, a, rec, tag, false, c); err != nil && !errors.Is(err, ErrConflict) {
 		c.failed.Add(1)
 		c.pending.Add(1)
 		return err

@@ -318,3 +318,25 @@ func TestSlowTenantDoesNotHoldOthers(t *testing.T) {
 		<-done
 	})
 }
+
+// TestOnboarderTieAndUncountable: with equal topic counts the first listed
+// namespace takes the new person; a namespace whose topics cannot be
+// counted is passed over.
+func TestOnboarderTieAndUncountable(t *testing.T) {
+	a, b := &topics{host: "a", n: 3}, &topics{host: "b", n: 3}
+	o := &poller.Onboarder{Namespaces: []poller.TopicManager{a, b}}
+	if got, _ := o.Onboard(t.Context(), alex, ""); got.Namespace != "a" {
+		t.Errorf("a tie went to %s, want the first listed", got.Namespace)
+	}
+	broken := &uncountable{topics{host: "c"}}
+	o = &poller.Onboarder{Namespaces: []poller.TopicManager{broken, b}}
+	if got, _ := o.Onboard(t.Context(), sam, ""); got.Namespace != "b" {
+		t.Errorf("went to %s, want b (c cannot be counted)", got.Namespace)
+	}
+}
+
+type uncountable struct{ topics }
+
+func (u *uncountable) CountTopics(context.Context) (int, error) {
+	return 0, fmt.Errorf("management API unreachable")
+}

@@ -216,6 +216,8 @@ type reader struct {
 	// blockTenant limits block to one tenant's reads.
 	blockTenant string
 	readBy      map[presence.UserID]bool
+	batches     []int // sizes of the batch reads
+	batchErr    error
 }
 
 func (r *reader) set(u presence.Update) {
@@ -253,15 +255,39 @@ func (r *reader) Me(ctx context.Context, tenant, token string) (presence.Update,
 	return u, nil
 }
 
-func (r *reader) ByUserIDs(context.Context, string, string, []presence.UserID) ([]presence.Update, error) {
-	return nil, errors.New("not used")
+// ByUserIDs answers for the scripted people among ids (the token must be
+// the app token of the tenant) and records the batch's size.
+func (r *reader) ByUserIDs(ctx context.Context, tenant, token string, ids []presence.UserID) ([]presence.Update, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if token != "app:"+tenant {
+		return nil, errors.New("not the app token of the tenant")
+	}
+	if r.batchErr != nil {
+		return nil, r.batchErr
+	}
+	r.batches = append(r.batches, len(ids))
+	var out []presence.Update
+	for _, id := range ids {
+		if u, ok := r.now[id]; ok {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+func (r *reader) batchSizes() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.batches)
 }
 
 // tokens hands out the user id as the token; revoked people need sign-in.
 type tokens struct {
-	mu      sync.Mutex
-	revoked map[presence.UserID]bool
-	calls   map[presence.UserID]int
+	mu       sync.Mutex
+	revoked  map[presence.UserID]bool
+	calls    map[presence.UserID]int
+	appCalls int
 }
 
 func (t *tokens) Token(_ context.Context, a poller.Account) (string, error) {
@@ -275,6 +301,14 @@ func (t *tokens) Token(_ context.Context, a poller.Account) (string, error) {
 		return "", poller.ErrSignInRequired
 	}
 	return string(a.UserID), nil
+}
+
+// AppToken is "app:<tenant>".
+func (t *tokens) AppToken(_ context.Context, tenant string) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.appCalls++
+	return "app:" + tenant, nil
 }
 
 // publisher records what was accepted; while down it refuses; when inFlight

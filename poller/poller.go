@@ -6,7 +6,13 @@
 //
 // The refresh loop is independent of what triggers it: Engine.Cycle is one
 // pass over everyone, called by serve's own ticker, by POST /api/refresh,
-// and later by the Azure Functions timer. The parts it consumes are small
+// and by the Azure Functions timer (poller/functions). At scale the timer
+// only splits the cycle into work items (Engine.Enqueue: up to 650 people
+// of one tenant each, on a Service Bus session queue, session = tenant),
+// and Engine.Work does one item wherever the Functions host runs it.
+// People of app-only tenants (entra.app_only_tenants) are read with the
+// app's own token in batches of 650: ⌈N/650⌉ Graph requests per cycle for a
+// tenant of N. The parts it consumes are small
 // interfaces declared here (Store, PresenceReader, Publisher, TokenSource);
 // the composition root (poller/cli) wires the real ones.
 //
@@ -17,8 +23,12 @@
 // the pending messages first, oldest first, with the same ids and bodies,
 // so Service Bus duplicate detection removes a send that had in fact gone
 // through. Every write of a person's presence record is a compare-and-swap
-// on its ETag, so several instances sharing a store never publish a change
-// twice or out of order.
+// on its ETag, and the write that stores a message to publish also takes a
+// short lease in the record, released once the message is sent: a caller
+// that finds a live lease leaves the person to its holder. So several
+// instances sharing a store never publish a change twice or one after a
+// newer one (TestRacingConsumersNeverPublishOutOfOrder forces the
+// interleavings).
 package poller
 
 import (
@@ -69,6 +79,11 @@ type PresenceRecord struct {
 	PublishedAt time.Time `json:"publishedAt"`
 	// Pending are messages not yet accepted by Service Bus, oldest first.
 	Pending []Pending `json:"pending,omitempty"`
+	// Lease, while it has not expired, says that one engine call is
+	// publishing this person's pending messages; every other caller (another
+	// instance, another work item) leaves the person alone until it is
+	// released or expires, so that no message is sent after a newer one.
+	Lease *Lease `json:"lease,omitempty"`
 	// Inbox holds change notifications received but not opened yet
 	// (decrypted and applied), oldest first: the webhook answers Graph once
 	// a notification is here, and the engine opens it just after.
@@ -97,6 +112,17 @@ func (r PresenceRecord) seen() string {
 	return r.Last.Sequence
 }
 
+// Lease is a claim on a person's pending messages.
+type Lease struct {
+	// Owner identifies the claim (instance and call); Until is when it
+	// lapses if its owner never releases it (a crash).
+	Owner string    `json:"owner"`
+	Until time.Time `json:"until"`
+}
+
+// Held reports whether the lease is still in force at now.
+func (l *Lease) Held(now time.Time) bool { return l != nil && now.Before(l.Until) }
+
 // Pending is one message waiting to be published, stored as it will be
 // sent so that a retry is byte-identical.
 type Pending struct {
@@ -120,8 +146,9 @@ var (
 )
 
 // Store keeps accounts, their encrypted token caches and their presence.
-// Implementations: poller/boltstore (embedded, one file), Table Storage
-// next. Every implementation passes poller/storetest.
+// Implementations: poller/boltstore (embedded, one file) and
+// poller/tablestore (Azure Table Storage, shared by instances). Every
+// implementation passes poller/storetest.
 type Store interface {
 	// Accounts lists everyone, ordered by user id.
 	Accounts(ctx context.Context) ([]Account, error)
@@ -164,8 +191,8 @@ type Store interface {
 }
 
 // PresenceReader reads presence from Graph (graph.Client is one). Me reads
-// the token's own person; ByUserIDs (batches of up to 650) serves app-only
-// tenants in a later version.
+// the token's own person; ByUserIDs reads up to 650 people of an app-only
+// tenant with the app's own token.
 type PresenceReader interface {
 	Me(ctx context.Context, tenantID, token string) (presence.Update, error)
 	ByUserIDs(ctx context.Context, tenantID, token string, ids []presence.UserID) ([]presence.Update, error)
@@ -188,6 +215,13 @@ var ErrSignInRequired = errors.New("poller: the person must sign in again")
 // the stored refresh token when needed.
 type TokenSource interface {
 	Token(ctx context.Context, a Account) (string, error)
+}
+
+// AppTokenSource gives the app's own Graph token for a tenant whose admin
+// granted the application permission Presence.Read.All (client
+// credentials; entra.app_only_tenants).
+type AppTokenSource interface {
+	AppToken(ctx context.Context, tenantID string) (string, error)
 }
 
 // AccountView is one line of the accounts listing (CLI and /api/accounts).

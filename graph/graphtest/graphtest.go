@@ -3,6 +3,12 @@
 // a higher sequenceNumber), an answer latency, scripted 429/503 replies with
 // Retry-After, and request counts per tenant.
 //
+// It keeps Graph's documented limits: a batch read carries 1 to 650 ids
+// (else 400), and a tenant making more than 1,500 presence requests in any
+// 30 s (Options.RateLimit, RateWindow) gets 429 with Retry-After until its
+// window has room again. Those 429s are counted apart from the scripted
+// ones (RateLimited): a poller that keeps the limits causes none.
+//
 // Who a bearer token belongs to is the caller's business: Options.Authorize
 // maps a token to a person and tenant (internal/entratest's
 // Server.AccessTokenOwner does that for the tokens it issued).
@@ -15,6 +21,7 @@
 package graphtest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,7 +46,9 @@ type Presence struct {
 // Options configure a Server.
 type Options struct {
 	// Authorize maps a bearer token to its person and tenant; false answers
-	// 401. Nil accepts a token of the form "<objectId>.<tenantId>".
+	// 401. An app token (client credentials) has no person: "" and its
+	// tenant. Nil accepts a token of the form "<objectId>.<tenantId>", and
+	// "app.<tenantId>" as an app token.
 	Authorize func(token string) (user presence.UserID, tenant string, ok bool)
 	// Latency delays every answer.
 	Latency time.Duration
@@ -64,6 +73,10 @@ type Options struct {
 	// needs Presence.Read or Presence.Read.All, and another person's
 	// presence (one user or the batch) Presence.Read.All, else 403.
 	Scopes func(token string) ([]string, bool)
+	// RateLimit requests per RateWindow per tenant; defaults 1,500 and
+	// 30 s (Graph's presence limit). Negative: no limit.
+	RateLimit  int
+	RateWindow time.Duration
 }
 
 type throttle struct {
@@ -75,6 +88,10 @@ type throttle struct {
 type person struct {
 	p   Presence
 	seq string
+	// rendered is the person's JSON as Graph answers it, made once per
+	// change: a batch of 650 is then a concatenation, so that the fake's
+	// own encoding does not weigh on a load run.
+	rendered []byte
 }
 
 // Server is a running fake.
@@ -91,9 +108,14 @@ type Server struct {
 	requests  map[string]int       // by tenant
 	total     int
 
-	notify  notifier
-	reject  map[presence.UserID]int // 401s still to answer, by token owner
-	batches int
+	notify   notifier
+	reject   map[presence.UserID]int // 401s still to answer, by token owner
+	limit    int
+	window   time.Duration
+	recent   map[string][]time.Time // by tenant: request times inside the window
+	limited  map[string]int         // by tenant: 429s for going over the limit
+	batches  map[string]int         // by tenant: batch reads answered
+	batchIDs int
 }
 
 // New starts a fake on a loopback port with a self-signed certificate;
@@ -108,10 +130,24 @@ func New(o Options) *Server {
 		throttles: make(map[string]*throttle),
 		requests:  make(map[string]int),
 		reject:    make(map[presence.UserID]int),
+		limit:     o.RateLimit,
+		window:    o.RateWindow,
+		recent:    make(map[string][]time.Time),
+		limited:   make(map[string]int),
+		batches:   make(map[string]int),
+	}
+	if s.limit == 0 {
+		s.limit = 1500
+	}
+	if s.window <= 0 {
+		s.window = 30 * time.Second
 	}
 	if s.authorize == nil {
 		s.authorize = func(tok string) (presence.UserID, string, bool) {
 			oid, tid, ok := strings.Cut(tok, ".")
+			if oid == "app" {
+				return "", tid, ok && tid != ""
+			}
 			id, err := presence.ParseUserID(oid)
 			return id, tid, ok && err == nil
 		}
@@ -147,7 +183,9 @@ func (s *Server) SetPresence(id presence.UserID, p Presence) {
 	defer s.mu.Unlock()
 	s.seq++
 	id = presence.CanonicalUserID(string(id))
-	s.people[id] = &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+	pp := &person{p: p, seq: strconv.FormatInt(s.seq, 10)}
+	pp.rendered, _ = json.Marshal(renderPerson(id, pp))
+	s.people[id] = pp
 	s.changed(id)
 }
 
@@ -182,11 +220,41 @@ func (s *Server) RejectTokens(id presence.UserID, n int) {
 	s.mu.Unlock()
 }
 
-// Batches counts the getPresencesByUserId requests answered 200.
-func (s *Server) Batches() int {
+// RateLimited counts the 429s the tenant got for going over the rate
+// limit (not the scripted ones); "" counts every tenant's.
+func (s *Server) RateLimited(tenant string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.batches
+	if tenant != "" {
+		return s.limited[strings.ToLower(tenant)]
+	}
+	n := 0
+	for _, v := range s.limited {
+		n += v
+	}
+	return n
+}
+
+// Batches counts the batch reads answered for tenant ("" for every
+// tenant), and BatchIDs the ids they carried in all.
+func (s *Server) Batches(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tenant != "" {
+		return s.batches[strings.ToLower(tenant)]
+	}
+	n := 0
+	for _, v := range s.batches {
+		n += v
+	}
+	return n
+}
+
+// BatchIDs counts the ids of every batch read answered.
+func (s *Server) BatchIDs() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.batchIDs
 }
 
 // Total counts every request, unauthorised ones included.
@@ -225,6 +293,13 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) (presence.UserID,
 		return "", "", false
 	}
 	s.requests[key]++
+	if wait := s.overLimitLocked(key, time.Now()); wait > 0 {
+		s.limited[key]++
+		s.mu.Unlock()
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		writeError(w, http.StatusTooManyRequests, "TooManyRequests", "Too many requests: the tenant is over its presence request limit.")
+		return "", "", false
+	}
 	th := s.throttles[key]
 	if th != nil && th.n > 0 {
 		th.n--
@@ -261,9 +336,33 @@ func (s *Server) permitted(w http.ResponseWriter, r *http.Request, scopes ...str
 	return false
 }
 
+// overLimitLocked records a request of the tenant at now, or says how long
+// until the window has room for it.
+func (s *Server) overLimitLocked(key string, now time.Time) time.Duration {
+	if s.limit < 0 {
+		return 0
+	}
+	times := s.recent[key]
+	drop := 0
+	for drop < len(times) && now.Sub(times[drop]) >= s.window {
+		drop++
+	}
+	times = times[drop:]
+	if len(times) >= s.limit {
+		s.recent[key] = times
+		return times[0].Add(s.window).Sub(now)
+	}
+	s.recent[key] = append(times, now)
+	return 0
+}
+
 func (s *Server) me(w http.ResponseWriter, r *http.Request) {
 	user, _, ok := s.begin(w, r)
 	if !ok || !s.permitted(w, r, "Presence.Read", "Presence.Read.All") {
+		return
+	}
+	if user == "" {
+		writeError(w, http.StatusBadRequest, "BadRequest", "/me request is only valid with delegated authentication flow.")
 		return
 	}
 	writeJSON(w, s.render(user))
@@ -286,7 +385,8 @@ func (s *Server) user(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := s.begin(w, r); !ok || !s.permitted(w, r, "Presence.Read.All") {
+	_, tenant, ok := s.begin(w, r)
+	if !ok || !s.permitted(w, r, "Presence.Read.All") {
 		return
 	}
 	var req struct {
@@ -296,18 +396,35 @@ func (s *Server) batch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BadRequest", "Expected 1 to 650 ids.")
 		return
 	}
-	out := struct {
-		Value []map[string]any `json:"value"`
-	}{}
+	s.mu.Lock()
+	s.batches[strings.ToLower(tenant)]++
+	s.batchIDs += len(req.IDs)
+	s.mu.Unlock()
+	var b bytes.Buffer
+	b.WriteString(`{"@odata.context":"https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.presence)","value":[`)
+	n := 0
 	for _, raw := range req.IDs {
-		if id, err := presence.ParseUserID(raw); err == nil {
-			out.Value = append(out.Value, s.render(id))
+		id, err := presence.ParseUserID(raw)
+		if err != nil {
+			continue
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		n++
+		s.mu.Lock()
+		p := s.people[id]
+		s.mu.Unlock()
+		if p != nil {
+			b.Write(p.rendered)
+		} else {
+			enc, _ := json.Marshal(renderPerson(id, nil))
+			b.Write(enc)
 		}
 	}
-	s.mu.Lock()
-	s.batches++
-	s.mu.Unlock()
-	writeJSON(w, out)
+	b.WriteString("]}\n")
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b.Bytes())
 }
 
 func (s *Server) render(id presence.UserID) map[string]any {
@@ -319,6 +436,10 @@ func (s *Server) render(id presence.UserID) map[string]any {
 // renderLocked is render with s.mu held.
 func (s *Server) renderLocked(id presence.UserID) map[string]any {
 	p := s.people[id]
+	return renderPerson(id, p)
+}
+
+func renderPerson(id presence.UserID, p *person) map[string]any {
 	if p == nil {
 		return map[string]any{"id": string(id), "availability": "PresenceUnknown", "activity": "PresenceUnknown"}
 	}

@@ -9,12 +9,17 @@
 //     redirect_uri (response_mode=form_post), Cancel posts an error
 //   - POST /<tenant>/oauth2/v2.0/token: authorization_code (single-use codes,
 //     PKCE S256 checked, redirect_uri checked), refresh_token (refused once
-//     the person's sign-ins are revoked), client_credentials and the device
-//     code grant
+//     the person's sign-ins are revoked), client_credentials (an app
+//     token of the tenant in the path) and the device code grant
 //   - POST /<tenant>/oauth2/v2.0/devicecode: the device authorization
 //     request of the device-code flow (RFC 8628); the test plays the person
 //     who enters the code (EnterCode, DeclineCode, ExpireCode, SlowDown), see
 //     devicecode.go
+//
+// A confidential client authenticates with client_secret, or with a
+// client_assertion (a certificate's signed JWT, or a federated credential
+// such as a managed identity's token); Options.ClientAssertion decides
+// which assertions pass, and Assertions records them.
 //
 // Tokens carry what MSAL needs: id tokens with the nonce, oid, tid, name and
 // preferred_username; client_info; the requested scope echoed. Access
@@ -69,6 +74,9 @@ type Options struct {
 	// authenticate with a secret (a client_assertion is accepted as is).
 	ClientSecret string
 	People       []Person
+	// ClientAssertion, when set, checks every client_assertion (nil error:
+	// accepted); unset, any assertion is accepted.
+	ClientAssertion func(assertion string) error
 	// TokenLifetime of access tokens; default 1 h. MSAL treats a token that
 	// expires within 5 minutes as expired, so a shorter lifetime makes
 	// every silent acquisition redeem the refresh token.
@@ -117,13 +125,14 @@ type Server struct {
 	opts     Options
 	lifetime time.Duration
 
-	mu        sync.Mutex
-	people    []Person
-	codes     map[string]*code
-	refreshes map[string]refresh
-	access    map[string]owner
-	secrets   []string
-	tokenReqs map[string]int // by grant type
+	mu         sync.Mutex
+	people     []Person
+	codes      map[string]*code
+	refreshes  map[string]refresh
+	access     map[string]owner
+	secrets    []string
+	tokenReqs  map[string]int // by grant type
+	assertions []string
 
 	signOnce sync.Once
 	signKey  *rsa.PrivateKey
@@ -209,7 +218,8 @@ func (s *Server) Revoke(id presence.UserID) {
 }
 
 // AccessTokenOwner tells whose access token tok is; false for a token the
-// fake did not issue or that expired.
+// fake did not issue or that expired. An app token (client credentials)
+// has no person: its user is "".
 func (s *Server) AccessTokenOwner(tok string) (presence.UserID, string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -226,6 +236,14 @@ func (s *Server) Secrets() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.secrets)
+}
+
+// Assertions returns the client assertions that token requests carried,
+// in order.
+func (s *Server) Assertions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.assertions)
 }
 
 // TokenRequests counts token requests by grant type.
@@ -412,6 +430,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "unauthorized_client", "AADSTS700016: Application not found in the directory.")
 		return
 	}
+	if a := f.Get("client_assertion"); a != "" {
+		s.assertions = append(s.assertions, a)
+		if f.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+			oauthError(w, http.StatusBadRequest, "invalid_request", "AADSTS50027: client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.")
+			return
+		}
+		if s.opts.ClientAssertion != nil {
+			if err := s.opts.ClientAssertion(a); err != nil {
+				oauthError(w, http.StatusUnauthorized, "invalid_client", "AADSTS700213: No matching federated identity record found for presented assertion: "+err.Error())
+				return
+			}
+		}
+	}
 	if f.Get("client_assertion") == "" && s.opts.ClientSecret != "" &&
 		subtle.ConstantTimeCompare([]byte(f.Get("client_secret")), []byte(s.opts.ClientSecret)) != 1 {
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
@@ -451,6 +482,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.pollDeviceCode(w, f)
 	case "client_credentials":
 		at := s.mint("app-at-")
+		s.access[at] = owner{tenant: r.PathValue("tenant"), expires: time.Now().Add(s.lifetime)}
 		writeJSON(w, http.StatusOK, map[string]any{
 			"token_type": "Bearer", "access_token": at, "expires_in": int(s.lifetime.Seconds()),
 			"ext_expires_in": int(s.lifetime.Seconds()), "scope": f.Get("scope"),

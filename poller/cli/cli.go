@@ -55,12 +55,14 @@ const usage = `usage: presence-poller <command> [flags]
 
 commands:
   serve                   sign-in pages, API and the refresh loop   -config FILE
+  functions               the same as an Azure Functions custom handler
+                          (listens on $FUNCTIONS_CUSTOMHANDLER_PORT)
   check-config            validate and print the configuration, secrets redacted
   accounts [-json]        list signed-in people (works beside a running serve)
   accounts remove <id>    forget a person (their topic stays)
+  accounts add -tenant T [-name N] <id>
+                          add a person of an app-only tenant without a sign-in
   version                 print version, commit and Go version
-
-not in this version: functions, accounts add
 `
 
 // Run runs the command named by args (without the program name) and returns
@@ -79,8 +81,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 	case "accounts":
 		return runAccounts(ctx, args, env)
 	case "functions":
-		fmt.Fprintln(env.Stderr, "presence-poller: functions (the Azure Functions custom handler) is not in this version; run serve")
-		return ExitUsage
+		return runFunctions(ctx, args, env)
 	case "version":
 		fmt.Fprintf(env.Stdout, "presence-poller %s (commit %s, %s)\n", or(env.Version, "dev"), or(env.Commit, "unknown"), runtime.Version())
 		return ExitOK

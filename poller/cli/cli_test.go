@@ -32,8 +32,10 @@ func TestVersionAndUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d", args, code, ExitUsage)
 		}
 	}
-	if _, _, errOut := run(t, t.Context(), nil, "functions"); !strings.Contains(errOut, "not in this version") {
-		t.Errorf("functions says %q", errOut)
+	env := map[string]string{"POLLER_SECRET_KEY": secretKey, "POLLER_CLIENT_SECRET": clientSecret,
+		"SB_CONNECTION_STRING": "Endpoint=sb://contoso.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=" + manageKey}
+	if code, _, errOut := run(t, t.Context(), env, "functions", "-config", "../config/testdata/good/minimal.yaml"); code != ExitUsage || !strings.Contains(errOut, PortEnv+" is not set") {
+		t.Errorf("functions without the host's port: exit %d, %q", code, errOut)
 	}
 }
 

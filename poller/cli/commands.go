@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/poller"
 	"github.com/presence-bridge/presence-bridge/poller/boltstore"
 	"github.com/presence-bridge/presence-bridge/poller/config"
+	"github.com/presence-bridge/presence-bridge/poller/server"
 	"github.com/presence-bridge/presence-bridge/presence"
 )
 
@@ -49,9 +51,6 @@ func runCheckConfig(args []string, env Env) int {
 		return ExitFailure
 	}
 	fmt.Fprintf(env.Stdout, "# %s is valid; effective configuration, secrets redacted:\n%s", path, out)
-	for _, u := range cfg.Unimplemented() {
-		fmt.Fprintf(env.Stdout, "# not in this version: %s\n", u)
-	}
 	return ExitOK
 }
 
@@ -61,8 +60,7 @@ const storeWait = 300 * time.Millisecond
 
 func runAccounts(ctx context.Context, args []string, env Env) int {
 	if len(args) > 0 && args[0] == "add" {
-		fmt.Fprintln(env.Stderr, "presence-poller: accounts add (people of app-only tenants) is not in this version")
-		return ExitUsage
+		return runAccountsAdd(ctx, args[1:], env)
 	}
 	remove := len(args) > 0 && args[0] == "remove"
 	if remove {
@@ -97,7 +95,7 @@ func runAccounts(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	var list []poller.AccountView
-	store, err := boltstore.Open(cfg.DataDir, storeWait)
+	store, err := openStore(cfg, storeWait)
 	switch {
 	case errors.Is(err, boltstore.ErrLocked):
 		// serve holds the store: go through its API.
@@ -151,29 +149,17 @@ func printAccounts(w io.Writer, list []poller.AccountView) {
 // the configuration's listen (a wildcard host is reached on loopback), the
 // key its api_key.
 func viaAPI(ctx context.Context, cfg *config.Config, id presence.UserID, remove bool) ([]poller.AccountView, error) {
-	if cfg.APIKey == "" {
-		return nil, errors.New("the store is held by a running serve, and api_key is empty: set api_key (the API is how accounts reaches a running serve) or stop serve")
-	}
-	host, port, _ := net.SplitHostPort(cfg.Listen)
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	url := "http://" + net.JoinHostPort(host, port) + "/api/accounts"
-	method := http.MethodGet
-	if remove {
-		url += "/" + string(id)
-		method = http.MethodDelete
-	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	path := "/api/accounts"
+	method := http.MethodGet
+	if remove {
+		path += "/" + string(id)
+		method = http.MethodDelete
+	}
+	resp, err := apiRequest(ctx, cfg, method, path, nil)
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+cfg.APIKey.Value())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("the store is held by a running serve, which does not answer at %s: %w", net.JoinHostPort(host, port), unwrapURL(err))
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
@@ -198,6 +184,32 @@ func viaAPI(ctx context.Context, cfg *config.Config, id presence.UserID, remove 
 	return list, nil
 }
 
+// apiRequest calls the running serve's API: the address is the
+// configuration's listen (a wildcard host is reached on loopback), the key
+// its api_key.
+func apiRequest(ctx context.Context, cfg *config.Config, method, path string, body io.Reader) (*http.Response, error) {
+	if cfg.APIKey == "" {
+		return nil, errors.New("the store is held by a running serve, and api_key is empty: set api_key (the API is how accounts reaches a running serve) or stop serve")
+	}
+	host, port, _ := net.SplitHostPort(cfg.Listen)
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+net.JoinHostPort(host, port)+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+cfg.APIKey.Value())
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("the store is held by a running serve, which does not answer at %s: %w", net.JoinHostPort(host, port), unwrapURL(err))
+	}
+	return resp, nil
+}
+
 func unwrapURL(err error) error {
 	var ue interface{ Unwrap() error }
 	if errors.As(err, &ue) && !strings.Contains(err.Error(), "Bearer") {
@@ -206,4 +218,105 @@ func unwrapURL(err error) error {
 		}
 	}
 	return err
+}
+
+func runAccountsAdd(ctx context.Context, args []string, env Env) int {
+	fs := flag.NewFlagSet("accounts add", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	load := configFlag(fs, env)
+	tenant := fs.String("tenant", "", "the person's tenant id (one of entra.app_only_tenants)")
+	name := fs.String("name", "", "the bridge's name for them (default person-<first 8 of the id>)")
+	// Flags may come after the object id too.
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return ExitUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(rest) != 1 || *tenant == "" {
+		fmt.Fprintln(env.Stderr, "usage: presence-poller accounts add [-config FILE] -tenant T [-name N] <objectId>")
+		return ExitUsage
+	}
+	id, err := presence.ParseUserID(rest[0])
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: %v (give the person's object id)\n", err)
+		return ExitUsage
+	}
+	cfg, _, err := load()
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+		return ExitUsage
+	}
+	req := server.AddRequest{ObjectID: id, TenantID: *tenant, Name: *name}
+	logger := newLogger(env.Stderr, "warn")
+	var res server.AddResult
+	d, err := NewDaemon(DaemonOptions{Config: cfg, Logger: logger, HTTPClient: env.HTTPClient})
+	switch {
+	case errors.Is(err, boltstore.ErrLocked):
+		res, err = addViaAPI(ctx, cfg, req)
+	case err != nil:
+	default:
+		res, err = d.Handler.AddAccount(ctx, req)
+		d.Close()
+	}
+	if errors.Is(err, server.ErrCannotAdd) {
+		fmt.Fprintf(env.Stderr, "presence-poller: %v\n", err)
+		return ExitUsage
+	}
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "presence-poller: accounts add: %v\n", err)
+		return ExitFailure
+	}
+	a := res.Account
+	fmt.Fprintf(env.Stdout, "added %s (%s) of tenant %s: topic %s in %s", a.UserID, a.Name, a.TenantID, a.Topic, a.Namespace)
+	if res.Published {
+		fmt.Fprint(env.Stdout, "; their current presence is published")
+	}
+	fmt.Fprintln(env.Stdout)
+	if res.Manual != "" {
+		fmt.Fprintf(env.Stdout, "\nThe namespace's key may not manage entities: %s\n", res.Manual)
+	}
+	fmt.Fprintf(env.Stdout, "\n# For presence-bridge.yaml (or the add-on's options), under users:\n%s", res.UsersEntry)
+	if strings.Contains(res.UsersEntry, "connection_string") {
+		fmt.Fprintln(env.Stdout, "# The connection string is a key that reads this topic; it is shown only now. Adding the person again makes a new one.")
+	}
+	return ExitOK
+}
+
+// addViaAPI adds through the running serve's API.
+func addViaAPI(ctx context.Context, cfg *config.Config, req server.AddRequest) (server.AddResult, error) {
+	var out server.AddResult
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	body, _ := json.Marshal(req)
+	resp, err := apiRequest(ctx, cfg, http.MethodPost, "/api/accounts", bytes.NewReader(body))
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	var e struct {
+		Error string `json:"error"`
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+			return out, fmt.Errorf("the running serve's answer: %w", err)
+		}
+		return out, nil
+	case http.StatusBadRequest:
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		return out, fmt.Errorf("%w: %s", server.ErrCannotAdd, strings.TrimPrefix(e.Error, server.ErrCannotAdd.Error()+": "))
+	case http.StatusUnauthorized:
+		return out, errors.New("the running serve refused api_key: is it the same configuration?")
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return out, errors.New("the running serve has no API for adding (is api_key set, and is it this version?)")
+	default:
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e)
+		return out, fmt.Errorf("the running serve answered HTTP %d: %s", resp.StatusCode, e.Error)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/presence-bridge/presence-bridge/graph/graphtest"
+	"github.com/presence-bridge/presence-bridge/internal/azurite"
 	"github.com/presence-bridge/presence-bridge/internal/entratest"
 	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"github.com/presence-bridge/presence-bridge/poller/config"
@@ -63,6 +64,12 @@ type rigOptions struct {
 	// notifications turns graph.notifications on: public_url is then the
 	// rig's own server, which the fake Graph calls.
 	notifications bool
+	// appOnly are entra.app_only_tenants; workQueue a session queue the
+	// stand-in serves (service_bus.work_queue); tables stores in Azurite
+	// (storage.tables) instead of data_dir.
+	appOnly   []string
+	workQueue string
+	tables    bool
 }
 
 func newRig(t testing.TB, o rigOptions) *rig {
@@ -75,11 +82,16 @@ func newRig(t testing.TB, o rigOptions) *rig {
 	sbConn := "Endpoint=sb://127.0.0.1:1;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=" + manageKey + ";UseDevelopmentEmulator=true"
 	mo := sbtest.ManagementOptions{ManageKeys: map[string]string{"RootManageSharedAccessKey": manageKey}}
 	if o.broker {
-		r.sb = sbtest.Start(t, sbtest.Options{Keys: map[string]string{"RootManageSharedAccessKey": manageKey}})
+		so := sbtest.Options{Keys: map[string]string{"RootManageSharedAccessKey": manageKey}}
+		if o.workQueue != "" {
+			so.SessionQueues = []string{o.workQueue}
+		}
+		r.sb = sbtest.Start(t, so)
 		sbConn = r.sb.ConnectionStringWithKey("RootManageSharedAccessKey", manageKey)
 		mo.Broker = r.sb
 	}
 	r.mgmt = sbtest.NewManagement(t, mo)
+	dataDir := t.TempDir()
 	publicURL := "http://127.0.0.1:8080"
 	var ln net.Listener
 	if o.notifications {
@@ -111,8 +123,20 @@ service_bus:
     - connection_string: ${SB}
       admin_endpoint: %s
   subscriptions: [home]
-`, publicURL, filepath.Join(t.TempDir(), "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), o.notifications, r.mgmt.URL())
+`, publicURL, filepath.Join(dataDir, "data"), r.entra.Authority("organizations"), clientID, r.graph.URL(), o.notifications, r.mgmt.URL())
 	env := map[string]string{"SECRET_KEY": secretKey, "API_KEY": apiKey, "CLIENT_SECRET": clientSecret, "SB": sbConn}
+	if len(o.appOnly) > 0 {
+		yaml = strings.Replace(yaml, "  client_secret: ${CLIENT_SECRET}\n", "  client_secret: ${CLIENT_SECRET}\n  app_only_tenants: ["+strings.Join(o.appOnly, ", ")+"]\n", 1)
+	}
+	if o.workQueue != "" {
+		yaml += "  work_queue: " + o.workQueue + "\n"
+	}
+	if o.tables {
+		az := azurite.Start(t)
+		yaml += "storage:\n  tables: ${TABLES}\n"
+		yaml = strings.Replace(yaml, "data_dir: "+filepath.Join(dataDir, "data"), `data_dir: ""`, 1)
+		env["TABLES"] = az.ConnectionString()
+	}
 	r.yaml, r.env = yaml, env
 	cfg, err := config.Parse([]byte(yaml), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/presence-bridge/presence-bridge/poller/notify"
 	"github.com/presence-bridge/presence-bridge/poller/server"
 	"github.com/presence-bridge/presence-bridge/poller/signin"
+	"github.com/presence-bridge/presence-bridge/poller/tablestore"
 	"github.com/presence-bridge/presence-bridge/servicebus"
 )
 
@@ -39,8 +40,8 @@ func runServe(ctx context.Context, args []string, env Env) int {
 		return ExitUsage
 	}
 	logger := newLogger(env.Stderr, cfg.LogLevel)
-	for _, u := range cfg.Unimplemented() {
-		logger.Info("configuration key not acted on in this version", "key", u)
+	if cfg.ServiceBus.WorkQueue != "" {
+		logger.Info("service_bus.work_queue is used by the functions command only; serve runs each cycle itself")
 	}
 	d, err := NewDaemon(DaemonOptions{Config: cfg, Logger: logger, HTTPClient: env.HTTPClient})
 	if err != nil {
@@ -70,22 +71,43 @@ type DaemonOptions struct {
 	Publisher  poller.Publisher
 }
 
+// Store is the poller's store with its health check: boltstore's or
+// tablestore's.
+type Store interface {
+	poller.Store
+	Ping(ctx context.Context) error
+	Close() error
+}
+
 // Daemon is the wired poller: store, sign-in, Graph, Service Bus, engine and
 // HTTP server.
 type Daemon struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	Store   *boltstore.Store
-	Engine  *poller.Engine
-	Handler *server.Server
-	Flow    *signin.Flow
-	Tokens  *signin.Tokens
+	cfg       *config.Config
+	log       *slog.Logger
+	Store     Store
+	Engine    *poller.Engine
+	Handler   *server.Server
+	Flow      *signin.Flow
+	Tokens    *signin.Tokens
+	AppTokens *signin.AppTokens // nil without entra.app_only_tenants
 	// Subscriptions and Webhook are the change-notification side; nil
 	// when graph.notifications is off.
 	Subscriptions *notify.Manager
 	Webhook       *notify.Webhook
 	validator     *notify.TokenValidator
 	publisher     *servicebus.Publisher // nil when DaemonOptions.Publisher replaced it
+}
+
+// openStore opens Table Storage when storage.tables is set (shared by any
+// number of processes), else the embedded store under data_dir (waiting up
+// to wait for another process to release it).
+func openStore(cfg *config.Config, wait time.Duration) (Store, error) {
+	if cfg.Storage.Tables == "" {
+		return boltstore.Open(cfg.DataDir, wait)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return tablestore.Open(ctx, tablestore.Options{ConnectionString: cfg.Storage.Tables.Value()})
 }
 
 // NewDaemon opens the store and builds every part; nothing else connects
@@ -99,7 +121,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := boltstore.Open(cfg.DataDir, 2*time.Second)
+	store, err := openStore(cfg, 2*time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -138,6 +160,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		pub = sbPub
 	}
 	reader := graph.New(graph.Options{Endpoint: cfg.Graph.Endpoint, HTTPClient: o.HTTPClient, Logger: logger.With("component", "graph")})
+	var appTokens *signin.AppTokens
 	eo := poller.Options{
 		Store: store, Reader: reader, Publisher: pub, Tokens: tokens, Heartbeat: cfg.Graph.Heartbeat.Std(),
 		Logger: logger.With("component", "refresh"),
@@ -149,11 +172,20 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 		}
 		eo.Covered, eo.Open, eo.ReconcileInterval = n.manager.Covered, n.keys.Open, cfg.Graph.ReconcileInterval.Std()
 	}
+	if len(cfg.Entra.AppOnlyTenants) > 0 {
+		appTokens, err = signin.NewAppTokens(signin.AppTokensOptions{Authority: cfg.Entra.Authority, ClientID: cfg.Entra.ClientID, Credential: cred,
+			HTTPClient: o.HTTPClient, InstanceDiscovery: microsoftHost(cfg.Entra.Authority)})
+		if err != nil {
+			return fail(err)
+		}
+		eo.AppOnly, eo.AppTokens = cfg.Entra.AppOnlyTenants, appTokens
+	}
 	engine := poller.New(eo)
 	onboarder := &poller.Onboarder{Namespaces: managers, Subscriptions: cfg.ServiceBus.Subscriptions, ListenKeys: cfg.ServiceBus.ListenKeys}
 	so := server.Options{
 		Flow: flow, Tokens: tokens, Store: store, Engine: engine, Onboarder: onboarder, APIKey: cfg.APIKey.Value(),
-		Logger: logger.With("component", "http"),
+		AppOnlyTenants: cfg.Entra.AppOnlyTenants,
+		Logger:         logger.With("component", "http"),
 		Checks: map[string]func(context.Context) error{
 			"store": store.Ping,
 			"service_bus": func(ctx context.Context) error {
@@ -166,7 +198,7 @@ func NewDaemon(o DaemonOptions) (*Daemon, error) {
 			},
 		},
 	}
-	d := &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Flow: flow, Tokens: tokens, publisher: sbPub}
+	d := &Daemon{cfg: cfg, log: logger, Store: store, Engine: engine, Flow: flow, Tokens: tokens, AppTokens: appTokens, publisher: sbPub}
 	if n.manager != nil {
 		n.webhook = notify.NewWebhook(notify.WebhookOptions{
 			Store: store, Engine: engine, Keys: n.keys, Manager: n.manager, Tokens: n.validator,
@@ -210,10 +242,21 @@ func newNotifications(cfg *config.Config, store poller.Store, tokens poller.Toke
 	}, nil
 }
 
-// credential reads the client secret, or the certificate (PEM or PFX).
+// credential reads the client secret, or the certificate (PEM or PFX), or
+// sets up a federated credential (the host's managed identity, or a token
+// file).
 func credential(e config.Entra) (signin.Credential, error) {
-	if e.ClientSecret != "" {
+	switch {
+	case e.ClientSecret != "":
 		return signin.Credential{Secret: e.ClientSecret.Value()}, nil
+	case e.ManagedIdentity != "":
+		get, err := signin.ManagedIdentityAssertion(e.ManagedIdentity, nil)
+		if err != nil {
+			return signin.Credential{}, fmt.Errorf("entra.managed_identity: %w", err)
+		}
+		return signin.Credential{Assertion: get}, nil
+	case e.ClientAssertionFile != "":
+		return signin.Credential{Assertion: signin.FileAssertion(e.ClientAssertionFile)}, nil
 	}
 	data, err := os.ReadFile(e.CertificateFile)
 	if err != nil {
@@ -241,6 +284,15 @@ func microsoftHost(authority string) bool {
 		}
 	}
 	return false
+}
+
+// Close releases the store and Service Bus connections of a daemon that was
+// built but not run (a command that does one thing).
+func (d *Daemon) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	_ = d.publisher.Close(ctx)
+	_ = d.Store.Close()
 }
 
 // Run serves HTTP and runs the refresh loop until ctx ends, then stops

@@ -3,11 +3,6 @@
 // (internal/yamlconf: strict keys, key paths in errors, ${NAME} expansion,
 // secrets that never print), defaults in one place (Default) and a Validate
 // that reports every problem with its key path.
-//
-// Keys that later versions implement are accepted and validated now:
-// entra.app_only_tenants, service_bus.work_queue and storage.tables. Unimplemented reports which of
-// them are set, so that the program can say once at start that it does not
-// act on them yet.
 package config
 
 import (
@@ -41,11 +36,19 @@ type Config struct {
 
 // Entra is the app registration people sign in to.
 type Entra struct {
-	Authority           string   `yaml:"authority" json:"authority"`
-	ClientID            string   `yaml:"client_id" json:"client_id"`
-	ClientSecret        Secret   `yaml:"client_secret" json:"client_secret"`
-	CertificateFile     string   `yaml:"certificate_file" json:"certificate_file"`
-	CertificatePassword Secret   `yaml:"certificate_password" json:"certificate_password"`
+	Authority           string `yaml:"authority" json:"authority"`
+	ClientID            string `yaml:"client_id" json:"client_id"`
+	ClientSecret        Secret `yaml:"client_secret" json:"client_secret"`
+	CertificateFile     string `yaml:"certificate_file" json:"certificate_file"`
+	CertificatePassword Secret `yaml:"certificate_password" json:"certificate_password"`
+	// ManagedIdentity makes the host's Azure managed identity the app
+	// registration's federated credential (no secret at all): "system",
+	// or the client id of a user-assigned identity.
+	ManagedIdentity string `yaml:"managed_identity" json:"managed_identity"`
+	// ClientAssertionFile is a federated credential read from a file on
+	// every use (a token the platform rotates, such as Kubernetes workload
+	// identity's).
+	ClientAssertionFile string   `yaml:"client_assertion_file" json:"client_assertion_file"`
 	AppOnlyTenants      []string `yaml:"app_only_tenants" json:"app_only_tenants"`
 }
 
@@ -151,20 +154,4 @@ func (c *Config) Scopes() []string {
 		return []string{"Presence.Read.All"}
 	}
 	return []string{"Presence.Read"}
-}
-
-// Unimplemented names the keys that are set but that this version does not
-// act on yet, with what it does instead.
-func (c *Config) Unimplemented() []string {
-	var out []string
-	if len(c.Entra.AppOnlyTenants) > 0 {
-		out = append(out, "entra.app_only_tenants: app-only batch reads come in a later version; people of those tenants are read with their own sign-in")
-	}
-	if c.ServiceBus.WorkQueue != "" {
-		out = append(out, "service_bus.work_queue: only the functions command uses it, which comes in a later version")
-	}
-	if c.Storage.Tables != "" {
-		out = append(out, "storage.tables: Table Storage comes in a later version; the embedded store under data_dir is used")
-	}
-	return out
 }

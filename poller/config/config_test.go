@@ -93,9 +93,6 @@ func TestFullFile(t *testing.T) {
 	if got := cfg.Scopes(); got[0] != "Presence.Read" {
 		t.Errorf("scopes without notifications: %v", got)
 	}
-	if got := cfg.Unimplemented(); len(got) != 3 {
-		t.Errorf("unimplemented keys: %q", got)
-	}
 }
 
 // TestBadFiles compares every problem with testdata/bad/<name>.err.

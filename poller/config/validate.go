@@ -113,14 +113,30 @@ func (c *Config) validateEntra(p *problems) {
 	} else if !presence.IsGUID(e.ClientID) {
 		p.Add("entra.client_id", "%q is not a GUID (the Application (client) ID looks like 6f1c2a3b-1111-2222-3333-444455556666)", e.ClientID)
 	}
+	var given []string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{
+		{"client_secret", e.ClientSecret != ""}, {"certificate_file", e.CertificateFile != ""},
+		{"managed_identity", e.ManagedIdentity != ""}, {"client_assertion_file", e.ClientAssertionFile != ""},
+	} {
+		if k.set {
+			given = append(given, k.name)
+		}
+	}
 	switch {
-	case e.ClientSecret != "" && e.CertificateFile != "":
-		p.Add("entra.client_secret", "give client_secret or certificate_file, not both")
-	case e.ClientSecret == "" && e.CertificateFile == "":
-		p.Add("entra.client_secret", "required: the app registration's client secret (or certificate_file)")
+	case len(given) > 1:
+		p.Add("entra."+given[1], "give one credential (client_secret, certificate_file, managed_identity or client_assertion_file), not %s", strings.Join(given, " and "))
+	case len(given) == 0:
+		p.Add("entra.client_secret", "required: the app registration's client secret (or certificate_file, or a federated credential: managed_identity or client_assertion_file)")
 	case e.CertificateFile != "":
 		if _, err := os.Stat(e.CertificateFile); err != nil {
 			p.Add("entra.certificate_file", "cannot read %s: %v", e.CertificateFile, yamlconf.Cause(err))
+		}
+	case e.ManagedIdentity != "":
+		if !strings.EqualFold(e.ManagedIdentity, "system") && !presence.IsGUID(e.ManagedIdentity) {
+			p.Add("entra.managed_identity", "%q is neither system nor the client id (a GUID) of a user-assigned identity", e.ManagedIdentity)
 		}
 	}
 	if e.CertificatePassword != "" && e.CertificateFile == "" {

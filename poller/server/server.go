@@ -1,10 +1,10 @@
 // Package server is presence-poller's HTTP side (SPEC §9 "Endpoints"): the
 // sign-in pages (/auth/start, /auth/end), /healthz and the API protected by
 // api_key (/api/presence/{objectId}, /api/refresh, /api/accounts, and
-// DELETE /api/accounts/{objectId}, which `accounts remove` uses while serve
-// holds the store), and POST /notifications, Graph's change-notification
-// webhook (poller/notify's Webhook, mounted as it is; 501 when
-// graph.notifications is off).
+// DELETE /api/accounts/{objectId} and POST /api/accounts, which `accounts
+// remove` and `accounts add` use while serve holds the store), and POST
+// /notifications, Graph's change-notification webhook (poller/notify's
+// Webhook, mounted as it is; 501 when graph.notifications is off).
 //
 // Pages are html/template, so everything they show (a display name from the
 // id token, an error text from Entra) is escaped. No page, log line or
@@ -36,6 +36,9 @@ type Options struct {
 	Onboarder *poller.Onboarder
 	// APIKey protects /api; empty turns /api off.
 	APIKey string
+	// AppOnlyTenants are the tenants whose people may be added without a
+	// sign-in (entra.app_only_tenants).
+	AppOnlyTenants []string
 	// Checks are what /healthz asks (store, service_bus), each bounded by
 	// a short timeout.
 	Checks map[string]func(context.Context) error
@@ -83,6 +86,7 @@ func New(o Options) *Server {
 	s.mux.HandleFunc("GET /api/presence/{objectId}", s.api(s.presence))
 	s.mux.HandleFunc("POST /api/refresh", s.api(s.refresh))
 	s.mux.HandleFunc("GET /api/accounts", s.api(s.accounts))
+	s.mux.HandleFunc("POST /api/accounts", s.api(s.add))
 	s.mux.HandleFunc("DELETE /api/accounts/{objectId}", s.api(s.remove))
 	return s
 }

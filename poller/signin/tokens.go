@@ -26,11 +26,30 @@ type CacheStore interface {
 	PutTokenCache(ctx context.Context, id presence.UserID, sealed []byte) error
 }
 
-// Credential is the app registration's secret, or its certificate.
+// Credential is the app registration's secret, its certificate, or a
+// federated credential: Assertion returns a token another identity
+// provider issued (a managed identity's, see ManagedIdentityAssertion), which
+// Entra accepts in place of a secret when the app registration trusts that
+// issuer and subject.
 type Credential struct {
-	Secret string
-	Certs  []*x509.Certificate
-	Key    crypto.PrivateKey
+	Secret    string
+	Certs     []*x509.Certificate
+	Key       crypto.PrivateKey
+	Assertion func(ctx context.Context) (string, error)
+}
+
+// msal turns the credential into MSAL's.
+func (c Credential) msal() (confidential.Credential, error) {
+	switch {
+	case c.Assertion != nil:
+		get := c.Assertion
+		return confidential.NewCredFromAssertionCallback(func(ctx context.Context, _ confidential.AssertionRequestOptions) (string, error) {
+			return get(ctx)
+		}), nil
+	case c.Secret != "":
+		return confidential.NewCredFromSecret(c.Secret)
+	}
+	return confidential.NewCredFromCert(c.Certs, c.Key)
 }
 
 // TokensOptions configure Tokens.
@@ -136,12 +155,7 @@ func NewTokens(o TokensOptions) (*Tokens, error) {
 	if n <= 0 {
 		n = 8
 	}
-	var cred confidential.Credential
-	if o.Credential.Secret != "" {
-		cred, err = confidential.NewCredFromSecret(o.Credential.Secret)
-	} else {
-		cred, err = confidential.NewCredFromCert(o.Credential.Certs, o.Credential.Key)
-	}
+	cred, err := o.Credential.msal()
 	if err != nil {
 		return nil, fmt.Errorf("signin: credential: %w", err)
 	}

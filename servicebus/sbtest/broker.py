@@ -7,8 +7,12 @@ ANONYMOUS, CBS put-token on $cbs, peek-lock receivers on queues,
 subscriptions and their $DeadLetterQueue, senders on queues and topics (a
 topic fans out to its subscriptions), complete / abandon / dead-letter /
 release dispositions, the $management operations renew-lock,
-update-disposition and peek-message, lock expiry, max delivery count and
-auto-forwarding. Entities are declared on the command line; an unknown entity
+update-disposition, peek-message and renew-session-lock, lock expiry, max
+delivery count, auto-forwarding and session queues (--session-queue): a
+receiver attaches with the com.microsoft:session-filter (a session id, or
+none to accept the next session that has messages, waiting up to the
+com.microsoft:timeout it names), holds that session's lock until it
+detaches, and gets only that session's messages, in order. Entities are declared on the command line; an unknown entity
 is refused on attach with amqp:not-found, the way Service Bus does.
 
 Entities, SAS rules of one entity and duplicate detection can also be added
@@ -38,13 +42,15 @@ import time
 import urllib.parse
 import uuid
 
-from proton import (UNDESCRIBED, Array, Condition, Data, Delivery, Endpoint,
-                    Handler, Message, int32, symbol, timestamp)
+from proton import (UNDESCRIBED, Array, Condition, Data, Delivery, Described,
+                    Endpoint, Handler, Message, int32, symbol, timestamp, ulong)
 from proton.reactor import Container
 
 LOCK_LOST = "com.microsoft:message-lock-lost"
 DEAD_LETTER = "com.microsoft:dead-letter"
 ALL_RIGHTS = ("Listen", "Send", "Manage")
+SESSION_FILTER = symbol("com.microsoft:session-filter")
+SESSION_FILTER_CODE = ulong(0x00000137000000C)
 
 
 def now_ms():
@@ -54,10 +60,11 @@ def now_ms():
 class Rec(object):
     """One message in one entity."""
 
-    __slots__ = ("ent", "seq", "raw", "msg", "enq_ms", "count", "token", "locked_until")
+    __slots__ = ("ent", "seq", "raw", "msg", "enq_ms", "count", "token", "locked_until", "sid")
 
     def __init__(self, ent, seq, raw, enq_ms, count):
         self.ent = ent
+        self.sid = None  # the session (group id) in a session queue
         self.seq = seq
         self.raw = raw  # encoded AMQP message as the sender sent it (plus dead-letter properties)
         self.msg = None  # decoded lazily
@@ -70,10 +77,14 @@ class Rec(object):
 class Entity(object):
     """A queue, a subscription or a dead-letter sub-queue."""
 
-    def __init__(self, broker, path, is_dlq=False):
+    def __init__(self, broker, path, is_dlq=False, sessions=False):
         self.broker = broker
         self.path = path
         self.is_dlq = is_dlq
+        self.sessions = sessions
+        self.sess = {}  # session id -> heap of available sequence numbers (session queues)
+        self.owner = {}  # session id -> the receiver link holding its lock
+        self.accepting = []  # [link, deadline or None]: receivers waiting for a session
         self.recs = {}
         self.available = []  # heap of sequence numbers
         self.consumers = []  # broker-side sender links
@@ -88,11 +99,40 @@ class Entity(object):
         rec = Rec(self, self.next_seq, raw, enq_ms or now_ms(), count)
         self.next_seq += 1
         self.recs[rec.seq] = rec
-        heapq.heappush(self.available, rec.seq)
+        self.push(rec)
         if journal:
             self.broker.journal({"o": "e", "p": self.path, "s": rec.seq, "t": rec.enq_ms,
                                  "c": count, "m": base64.b64encode(raw).decode("ascii")})
         return self
+
+    def push(self, rec):
+        """Makes rec available to receivers."""
+        if not self.sessions:
+            heapq.heappush(self.available, rec.seq)
+            return
+        if rec.sid is None:
+            rec.msg = Message()
+            rec.msg.decode(rec.raw)
+            rec.sid = rec.msg.group_id or ""
+        heapq.heappush(self.sess.setdefault(rec.sid, []), rec.seq)
+
+    def rebuild(self):
+        """Rebuilds the availability heaps after a replay."""
+        self.available, self.sess = [], {}
+        for seq in sorted(self.recs):
+            self.push(self.recs[seq])
+
+    def free_session(self):
+        """A session with available messages whose lock nobody holds, or None."""
+        for sid, heap in list(self.sess.items()):
+            if sid in self.owner:
+                continue
+            while heap and (heap[0] not in self.recs or self.recs[heap[0]].token is not None):
+                heapq.heappop(heap)
+            if heap:
+                return sid
+            del self.sess[sid]  # drained; an enqueue makes it again
+        return None
 
     def remove(self, rec):
         self.recs.pop(rec.seq, None)
@@ -109,7 +149,7 @@ class Entity(object):
                                  "Message could not be consumed after %d delivery attempts." % rec.count)
                 return
             self.broker.journal({"o": "c", "p": self.path, "s": rec.seq, "c": rec.count})
-        heapq.heappush(self.available, rec.seq)
+        self.push(rec)
 
     def dead_letter(self, rec, reason, description):
         if self.is_dlq:
@@ -127,9 +167,12 @@ class Entity(object):
         self.remove(rec)
         self.dlq.enqueue(msg.encode(), rec.enq_ms, rec.count)
 
-    def next_available(self):
-        while self.available:
-            seq = heapq.heappop(self.available)
+    def next_available(self, link=None):
+        heap = self.available
+        if self.sessions:
+            heap = self.sess.get(getattr(link, "session_id", None), [])
+        while heap:
+            seq = heapq.heappop(heap)
             rec = self.recs.get(seq)
             if rec is not None and rec.token is None:
                 return rec
@@ -149,6 +192,8 @@ class Broker(Handler):
         self.topics = {}  # name -> [Entity]
         self.tokens = {}  # lock token bytes -> locked Rec
         self.expiry = []  # heap of (locked_until, token)
+        self.session_held = {}  # session receiver link -> lock tokens it was sent
+        self.reply_links = {}  # (connection, reply-to address) -> our sender link
         self.keys = {}
         self.entity_keys = {}  # entity (lower case) -> {key name: (key, rights)}
         self.dedupe = {}  # topic -> [window_ms, {message id: ms}]
@@ -163,6 +208,8 @@ class Broker(Handler):
             self.keys[name] = (key, rights)
         for q in args.queue or []:
             self.add_entity(q)
+        for q in args.session_queue or []:
+            self.add_entity(q, sessions=True)
         for s in args.subscription or []:
             topic, _, sub = s.partition("/")
             ent = self.add_entity("%s/Subscriptions/%s" % (topic, sub))
@@ -177,8 +224,8 @@ class Broker(Handler):
             self.replay(args.journal)
             self.journal_file = open(args.journal, "a")
 
-    def add_entity(self, path):
-        ent = Entity(self, path)
+    def add_entity(self, path, sessions=False):
+        ent = Entity(self, path, sessions=sessions)
         self.entities[path] = ent
         self.entities[ent.dlq.path] = ent.dlq
         return ent
@@ -218,7 +265,7 @@ class Broker(Handler):
                 elif e["o"] == "c" and e["s"] in ent.recs:
                     ent.recs[e["s"]].count = e["c"]
         for ent in self.entities.values():
-            ent.available = sorted(ent.recs)
+            ent.rebuild()
 
     # run-time control (the management API fake)
 
@@ -305,6 +352,15 @@ class Broker(Handler):
             ent = rec.ent
             ent.release(rec, True)
             touched.add(ent)
+        for ent in self.entities.values():
+            if not ent.accepting:
+                continue
+            for waiting in list(ent.accepting):
+                link, deadline = waiting
+                if deadline is not None and deadline <= t:
+                    ent.accepting.remove(waiting)
+                    self.refuse(link, Condition("com.microsoft:timeout",
+                                                "No session became available within the timeout."))
         for ent in touched:
             self.dispatch(ent)
         event.container.schedule(0.05, self)
@@ -354,6 +410,22 @@ class Broker(Handler):
                 err = self.check_claim(link.connection, addr, "Listen")
                 link.kind = "consume"
                 link.entity = ent
+                if err is None and ent.sessions:
+                    wanted, err = self.session_wanted(link)
+                    if err is None:
+                        sid = wanted if wanted is not None else ent.free_session()
+                        if sid is None:
+                            # Accept-next-session with nothing to accept: wait.
+                            timeout = (link.remote_properties or {}).get(symbol("com.microsoft:timeout"))
+                            deadline = time.time() + int(timeout) / 1000.0 if timeout else None
+                            ent.accepting.append([link, deadline])
+                            return
+                        if sid in ent.owner:
+                            err = Condition("com.microsoft:session-cannot-be-locked",
+                                            "The requested session '%s' cannot be accepted. It may be locked by another receiver." % sid)
+                        else:
+                            self.open_session(link, sid)
+                            return
         else:
             if addr in self.topics:
                 link.kind = "topic"
@@ -380,6 +452,58 @@ class Broker(Handler):
             link.flow(1000)
         elif link.kind == "consume":
             link.entity.consumers.append(link)
+        elif link.kind in ("cbs", "mgmt"):
+            # Where replies to this client's requests go (its reply-to).
+            self.reply_links[(link.connection, link.remote_target.address)] = link
+
+    @staticmethod
+    def session_wanted(link):
+        """The session id a receiver of a session queue asks for (None: the next one), or an error."""
+        f = link.remote_source.filter
+        obj = {}
+        if f is not None:
+            f.rewind()
+            if f.next() is not None:
+                obj = f.get_object() or {}
+        if SESSION_FILTER not in obj:
+            return None, Condition("amqp:not-allowed",
+                                   "It is not possible for an entity that requires sessions to create a "
+                                   "non-sessionful message receiver.")
+        v = obj[SESSION_FILTER]
+        if isinstance(v, Described):
+            v = v.value
+        return v, None
+
+    def open_session(self, link, sid):
+        """Completes a session receiver's attach: it holds sid's lock from now on."""
+        ent = link.entity
+        ent.owner[sid] = link
+        link.session_id = sid
+        link.source.copy(link.remote_source)
+        link.target.copy(link.remote_target)
+        link.source.filter.clear()
+        link.source.filter.put_object({SESSION_FILTER: Described(SESSION_FILTER_CODE, sid)})
+        link.properties = {symbol("com.microsoft:locked-until-utc"):
+                           (int(time.time() + self.lock_duration) * 10000000 + 621355968000000000)}
+        link.open()
+        ent.consumers.append(link)
+
+    @staticmethod
+    def refuse(link, cond):
+        link.open()
+        link.condition = cond
+        link.close()
+
+    def accept_waiting(self, ent):
+        """Gives free sessions to receivers waiting to accept one."""
+        while ent.accepting:
+            sid = ent.free_session()
+            if sid is None:
+                return
+            link, _ = ent.accepting.pop(0)
+            if link.state & Endpoint.REMOTE_CLOSED:
+                continue
+            self.open_session(link, sid)
 
     def not_found(self, path):
         return Condition("amqp:not-found",
@@ -407,8 +531,29 @@ class Broker(Handler):
         self.drop_link(event.link)
 
     def drop_link(self, link):
-        if getattr(link, "kind", None) == "consume" and link in link.entity.consumers:
-            link.entity.consumers.remove(link)
+        kind = getattr(link, "kind", None)
+        if kind in ("cbs", "mgmt") and link.is_sender:
+            key = (link.connection, link.remote_target.address)
+            if self.reply_links.get(key) == link:
+                del self.reply_links[key]
+        if kind != "consume":
+            return
+        ent = link.entity
+        if link in ent.consumers:
+            ent.consumers.remove(link)
+        ent.accepting = [w for w in ent.accepting if w[0] != link]
+        sid = getattr(link, "session_id", None)
+        if sid is not None and ent.owner.get(sid) == link:  # wrappers of one link are equal, not identical
+            del ent.owner[sid]  # the session's lock ends with its receiver,
+            # and so do the locks of its messages the receiver did not settle:
+            # one sent as the receiver stopped waiting, which its client would
+            # have released. They are available again at once, uncounted (an
+            # explicit abandon, or a lock that expires, counts).
+            for token in self.session_held.pop(link, ()):
+                rec = self.tokens.get(token)
+                if rec is not None:
+                    rec.ent.release(rec, False)
+            self.dispatch(ent)
 
     def on_connection_remote_close(self, event):
         for link in list(self.links_of(event.connection)):
@@ -499,12 +644,12 @@ class Broker(Handler):
         resp = Message(body=body)
         resp.correlation_id = req.id
         resp.properties = {"status-code": int32(code), "status-description": desc}
-        for link in self.links_of(conn):
-            if link.is_sender and link.remote_target.address == req.reply_to and link.state & Endpoint.LOCAL_ACTIVE:
-                dlv = link.send(resp, os.urandom(8).hex())
-                if not dlv.settled:
-                    dlv.settle()
-                return
+        link = self.reply_links.get((conn, req.reply_to))
+        if link is None or not link.state & Endpoint.LOCAL_ACTIVE:
+            return
+        dlv = link.send(resp, os.urandom(8).hex())
+        if not dlv.settled:
+            dlv.settle()
 
     def put_token(self, conn, req):
         props = req.properties or {}
@@ -563,6 +708,8 @@ class Broker(Handler):
                 heapq.heappush(self.expiry, (found.locked_until, found.token))
                 out.append(timestamp(int(found.locked_until * 1000)))
             return 200, "OK", {"expirations": Array(UNDESCRIBED, Data.TIMESTAMP, *out)}
+        if op == "com.microsoft:renew-session-lock":
+            return 200, "OK", {"expiration": timestamp(int((time.time() + self.lock_duration) * 1000))}
         if op == "com.microsoft:update-disposition":
             status = body.get("disposition-status")
             for tok in body.get("lock-tokens") or []:
@@ -617,6 +764,15 @@ class Broker(Handler):
         return msg
 
     def dispatch(self, ent):
+        if ent.sessions:
+            self.accept_waiting(ent)
+            for link in list(ent.consumers):
+                while link.credit > 0 and link.state & Endpoint.LOCAL_ACTIVE:
+                    rec = ent.next_available(link)
+                    if rec is None:
+                        break
+                    self.deliver(ent, link, rec)
+            return
         if not ent.consumers:
             return
         while ent.available:
@@ -627,12 +783,17 @@ class Broker(Handler):
                 rec = ent.next_available()
                 if rec is None:
                     return
-                tag = os.urandom(8).hex()  # 16 ASCII characters: also the lock token's bytes
-                token = tag.encode("ascii")
-                self.lock(rec, token)
-                self.stats["deliver"] += 1
-                dlv = link.send(self.render(ent, rec, token), tag)
-                dlv.token = token
+                self.deliver(ent, link, rec)
+
+    def deliver(self, ent, link, rec):
+        tag = os.urandom(8).hex()  # 16 ASCII characters: also the lock token's bytes
+        token = tag.encode("ascii")
+        self.lock(rec, token)
+        self.stats["deliver"] += 1
+        if ent.sessions:
+            self.session_held.setdefault(link, set()).add(token)
+        dlv = link.send(self.render(ent, rec, token), tag)
+        dlv.token = token
 
     def disposition(self, link, d):
         token = getattr(d, "token", None) or d.tag.encode("ascii")
@@ -676,6 +837,7 @@ def main():
     p.add_argument("--lock-duration", type=float, default=30.0, help="seconds")
     p.add_argument("--max-delivery-count", type=int, default=10)
     p.add_argument("--queue", action="append", help="queue name")
+    p.add_argument("--session-queue", action="append", help="name of a queue that requires sessions")
     p.add_argument("--subscription", action="append", help="TOPIC/SUBSCRIPTION")
     p.add_argument("--topic", action="append", help="a topic without subscriptions")
     p.add_argument("--forward", action="append", help="SOURCE=DESTINATION entity path (auto-forwarding)")

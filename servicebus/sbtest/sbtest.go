@@ -56,6 +56,9 @@ type Options struct {
 	Topics []string
 	// Queues by name.
 	Queues []string
+	// SessionQueues are queues that require sessions (a receiver accepts
+	// one session at a time and holds its lock until it closes).
+	SessionQueues []string
 	// Forwards maps an entity path to the path it auto-forwards to
 	// ("t/Subscriptions/s" → "q").
 	Forwards map[string]string
@@ -175,6 +178,9 @@ func (b *Broker) args() []string {
 	for _, q := range o.Queues {
 		args = append(args, "--queue", q)
 	}
+	for _, q := range o.SessionQueues {
+		args = append(args, "--session-queue", q)
+	}
 	for src, dst := range o.Forwards {
 		args = append(args, "--forward", src+"="+dst)
 	}
@@ -246,6 +252,17 @@ func (b *Broker) start() error {
 			return errors.New("broker did not start listening within 15s")
 		}
 	}
+}
+
+// Pid is the broker process's id (0 when it is not running): load runs
+// read its CPU time.
+func (b *Broker) Pid() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	return b.cmd.Process.Pid
 }
 
 // Port is the broker's loopback port; it stays the same across Restart.
