@@ -53,17 +53,22 @@ func BenchmarkHouseholdFlood(b *testing.B) {
 	online := watch(b, mq.URL(), "presence-bridge/bridge/state")
 	online.waitFor(b, ctx, "bridge online", func(ms []received) bool { return has(ms, "presence-bridge/bridge/state", "online") })
 
-	var bridgeRate, rawRate float64
+	var bridgeRate, rawRate, standInRaw, standInBridge float64
 	var round int
 	for b.Loop() {
 		round++
-		s0 := sb.Stats(b)
+		s0, c0 := sb.Stats(b), cpuOf(sb.Pid())
 		raw := rawFlood(b, ctx, client, rawSenders, perUser, round)
-		s1 := sb.Stats(b)
-		br := bridgeFlood(b, ctx, sb, mq.URL(), bridgeSenders, perUser, round)
-		s2 := sb.Stats(b)
-		b.Logf("round %d: stand-in work, bare loops: %v", round, statsDelta(s0, s1))
-		b.Logf("round %d: stand-in work, bridge:     %v", round, statsDelta(s1, s2))
+		s1, c1, p1 := sb.Stats(b), cpuOf(sb.Pid()), cpuOf(p.cmd.Process.Pid)
+		var s2 map[string]int
+		var c2, p2 time.Duration
+		br := bridgeFlood(b, ctx, sb, mq.URL(), bridgeSenders, perUser, round, func() {
+			s2, c2, p2 = sb.Stats(b), cpuOf(sb.Pid()), cpuOf(p.cmd.Process.Pid)
+		})
+		b.Logf("round %d: stand-in work, bare loops: CPU %v %v", round, c1-c0, statsDelta(s0, s1))
+		b.Logf("round %d: stand-in work, bridge:     CPU %v %v; the bridge's CPU %v", round, c2-c1, statsDelta(s1, s2), p2-p1)
+		standInRaw += (c1 - c0).Seconds()
+		standInBridge += (c2 - c1).Seconds()
 		rawRate += raw
 		bridgeRate += br
 		b.Logf("round %d: bridge %.0f msgs/s, bare loops %.0f msgs/s, ratio %.2f", round, br, raw, br/raw)
@@ -72,6 +77,10 @@ func BenchmarkHouseholdFlood(b *testing.B) {
 	b.ReportMetric(bridgeRate/n, "bridge-msgs/s")
 	b.ReportMetric(rawRate/n, "raw-msgs/s")
 	b.ReportMetric(bridgeRate/rawRate, "ratio")
+	// The stand-in's CPU per 1,000 messages on each side: the work the
+	// consumer makes it do, whatever else shares the cores.
+	b.ReportMetric(standInRaw*1000/n/float64(users*perUser)*1000, "standin-raw-ms/1k")
+	b.ReportMetric(standInBridge*1000/n/float64(users*perUser)*1000, "standin-bridge-ms/1k")
 }
 
 // flood sends perUser messages to each topic, one goroutine per sender,
@@ -148,8 +157,9 @@ func rawFlood(b *testing.B, ctx context.Context, client *azservicebus.Client, se
 
 // bridgeFlood sends a flood to the bridge's topics and returns messages per
 // second until every user's final state is on MQTT (the newest message of
-// each user, completed once its state is acknowledged).
-func bridgeFlood(b *testing.B, ctx context.Context, sb *sbtest.Broker, url string, senders []*azservicebus.Sender, perUser, round int) float64 {
+// each user, completed once its state is acknowledged); done runs then,
+// before the untimed check that everything was settled.
+func bridgeFlood(b *testing.B, ctx context.Context, sb *sbtest.Broker, url string, senders []*azservicebus.Sender, perUser, round int, done func()) float64 {
 	b.Helper()
 	marker := fmt.Sprintf(`"status_message":"final %d"`, round)
 	w := watch(b, url, "presence-bridge/+/state")
@@ -165,6 +175,7 @@ func bridgeFlood(b *testing.B, ctx context.Context, sb *sbtest.Broker, url strin
 		return n >= len(senders)
 	})
 	took := time.Since(began)
+	done()
 	// Not timed: every message settled (the superseded ones are completed
 	// as they arrive, the newest once its state is on MQTT).
 	for i := range senders {

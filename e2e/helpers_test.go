@@ -138,16 +138,7 @@ func (p *bridgeProc) rssKiB(tb testing.TB) (now, peak int) {
 // cpuTicks returns the process's user+system CPU time in clock ticks.
 func (p *bridgeProc) cpuTicks(tb testing.TB) int64 {
 	tb.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		tb.Fatalf("read process stat: %v", err)
-	}
-	// Fields after the command name (which may hold spaces) start at ") ".
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return ut + st
+	return int64(cpuOf(p.cmd.Process.Pid) * clockTicks / time.Second)
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
