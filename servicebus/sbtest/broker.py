@@ -184,6 +184,7 @@ class Broker(Handler):
     def __init__(self, args):
         # Operation counts, printed on SIGUSR1 (sbtest.Broker.Stats).
         self.stats = collections.Counter()
+        self.pending_dispatch = {}  # entity -> None: an ordered set for dispatch_soon
         super(Broker, self).__init__()
         self.args = args
         self.lock_duration = args.lock_duration
@@ -634,9 +635,9 @@ class Broker(Handler):
                 d.settle()
                 return
             for ent in self.topics[link.entity]:
-                self.dispatch(ent.enqueue(raw))
+                self.dispatch_soon(ent.enqueue(raw))
         elif kind == "queue":
-            self.dispatch(self.entities[link.entity].enqueue(raw))
+            self.dispatch_soon(self.entities[link.entity].enqueue(raw))
         d.update(Delivery.ACCEPTED)
         d.settle()
 
@@ -762,6 +763,35 @@ class Broker(Handler):
         msg.annotations = ann
         msg.delivery_count = rec.count
         return msg
+
+    def dispatch_soon(self, ent):
+        """Delivers ent's new messages once the reactor has handled the events in hand.
+
+        Delivering each message as it arrives made the stand-in, not the
+        consumer, the cost of a consumer that keeps credit on its link (the
+        SDK leaves credit after a short receive; prefetch does the same):
+        proton folds consecutive transport events of one connection into one,
+        and a message taken from the sender's connection and sent at once on
+        the consumer's alternates them, so the reactor did its Python-side
+        I/O bookkeeping twice per message instead of once per batch (measured
+        in the household flood: 4,000 transport events per 2,000 messages
+        against 780 for receivers without credit, and 1.3 times the CPU per
+        message). Real Service Bus has no such cost. The messages still go
+        out in the same turn of the event loop, before it waits for I/O.
+        """
+        self.pending_dispatch[ent] = None
+
+    def on_transport(self, event):
+        # The reactor's I/O bookkeeping, once per connection with new work
+        # (the benchmarks compare consumers by it).
+        self.stats["transport"] += 1
+
+    def on_reactor_quiesced(self, event):
+        while self.pending_dispatch:
+            ents = list(self.pending_dispatch)
+            self.pending_dispatch.clear()
+            for ent in ents:
+                self.dispatch(ent)
 
     def dispatch(self, ent):
         if ent.sessions:
