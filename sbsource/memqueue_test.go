@@ -15,7 +15,8 @@ import (
 // `go test -short` and testing/synctest. What it models: messages locked
 // for lockDuration on receive and available again when the lock expires,
 // complete / abandon / dead-letter / renew by the delivery that holds the
-// lock, delivery counts, peek from a sequence number, and settlements that
+// lock, delivery counts, peek from a sequence number (counted, as "peek"),
+// and settlements that
 // take settleDelay (a slow broker). The integration tests against the AMQP
 // stand-in stay the reference for the wire.
 type memEntity struct {
@@ -151,6 +152,7 @@ func (r *memReceiver) PeekMessages(_ context.Context, n int, o *azservicebus.Pee
 	e := r.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.counts["peek"]++
 	var from int64
 	if o != nil && o.FromSequenceNumber != nil {
 		from = *o.FromSequenceNumber

@@ -262,6 +262,7 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 	r.add(b, st, msgs)
 	// A backlog: keep receiving while receives bring more than one
 	// message, without delaying live messages.
+	var peekAfter time.Duration // the first receive of a backlog peeks at once
 	for collect && len(msgs) > 1 {
 		want := min(r.opts.BatchSize, r.opts.MaxHeld-b.received)
 		if want <= 0 || (!b.renewBy.IsZero() && !time.Now().Before(b.renewBy)) {
@@ -271,7 +272,10 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 		// BacklogWait for them, and not at all once the broker shows that
 		// nothing follows what was taken.
 		rctx, cancel := context.WithTimeout(ctx, r.opts.BacklogWait)
-		drained := r.watchDrained(rctx, cancel, b.lastSeq)
+		drained := r.watchDrained(rctx, cancel, b.lastSeq, peekAfter)
+		// Once a receive of the backlog brought messages, they flow: the
+		// next receive's peek waits (see watchDrained).
+		peekAfter = r.opts.BacklogTimeAfterFirstMessage + peekGrace
 		var err error
 		msgs, err = r.rcv.ReceiveMessages(rctx, want, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.BacklogTimeAfterFirstMessage})
 		cancel()
@@ -291,19 +295,31 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 	inf.submit(sub, b.order)
 }
 
-// watchDrained peeks, while the next receive of a backlog runs, at the
-// first message after sequence number last, and cancels the receive (through
-// cancel) when there is none: the backlog is drained, and waiting BacklogWait
-// for more would only hold back its states. A peek also shows locked
-// messages, so the ones already on their way to this receiver keep the
-// receive going. The channel yields whether the backlog was found drained.
-func (r *entityReceiver) watchDrained(ctx context.Context, cancel context.CancelFunc, last int64) <-chan bool {
+// watchDrained peeks, after the given delay, while the next receive of a
+// backlog runs, at the first message after sequence number last, and
+// cancels the receive (through cancel) when there is none: the backlog is
+// drained, and waiting BacklogWait for more would only hold back its
+// states. A peek also shows locked messages, so the ones already on their
+// way to this receiver keep the receive going. The channel yields whether
+// the backlog was found drained.
+//
+// The delay spares the broker a peek per receive while messages flow (a
+// flood taken a few at a time): a receive that finds messages returns
+// within BacklogTimeAfterFirstMessage, so handleBatch waits that long (and
+// peekGrace) before peeking once a receive of the backlog has brought
+// messages; the first one, which often finds nothing (two users changed
+// at once), peeks at once.
+func (r *entityReceiver) watchDrained(ctx context.Context, cancel context.CancelFunc, last int64, delay time.Duration) <-chan bool {
 	out := make(chan bool, 1)
 	if last == 0 {
 		out <- false // no sequence numbers: wait as before
 		return out
 	}
 	go func() {
+		if delay > 0 && !bo.Sleep(ctx, delay) {
+			out <- false // the receive returned first
+			return
+		}
 		next := last + 1
 		peeked, err := r.rcv.PeekMessages(ctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &next})
 		drained := err == nil && len(peeked) == 0
@@ -314,6 +330,10 @@ func (r *entityReceiver) watchDrained(ctx context.Context, cancel context.Cancel
 	}()
 	return out
 }
+
+// peekGrace is how much longer than BacklogTimeAfterFirstMessage a backlog's
+// receive may take, scheduling included, before watchDrained peeks.
+const peekGrace = 10 * time.Millisecond
 
 // decode turns a message into an update; the error is a *presence.DecodeError.
 func (r *entityReceiver) decode(m *azservicebus.ReceivedMessage) (presence.Update, error) {
