@@ -8,15 +8,19 @@ package sbsource
 
 import (
 	"context"
-	"github.com/presence-bridge/presence-bridge/internal/safebuf"
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/azservicebus"
+
 	"github.com/presence-bridge/presence-bridge/bridge"
+	"github.com/presence-bridge/presence-bridge/internal/safebuf"
+	"github.com/presence-bridge/presence-bridge/presence"
 )
 
 type memHarness struct {
@@ -45,7 +49,9 @@ func runMem(t *testing.T, e *memEntity, opts Options, queue bool) *memHarness {
 		opts.Users = users(1)
 	}
 	opts.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts.openReceiver = e.receiver
+	if opts.openReceiver == nil {
+		opts.openReceiver = e.receiver
+	}
 	src, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +216,64 @@ func TestLoopBacklogPeeksOnlyWhenAReceiveWaits(t *testing.T) {
 		}
 		if e.count("complete") != 500 || e.active() != 0 {
 			t.Errorf("%d completed, %d left; want all 500 completed", e.count("complete"), e.active())
+		}
+		h.stop(t)
+	})
+}
+
+// slowPeeks answers peeks after delay, and counts the ones whose context
+// ended first.
+type slowPeeks struct {
+	receiver
+	delay     time.Duration
+	cancelled atomic.Int32
+}
+
+func (p *slowPeeks) PeekMessages(ctx context.Context, n int, o *azservicebus.PeekMessagesOptions) ([]*azservicebus.ReceivedMessage, error) {
+	select {
+	case <-time.After(p.delay):
+	case <-ctx.Done():
+		p.cancelled.Add(1)
+		return nil, ctx.Err()
+	}
+	return p.receiver.PeekMessages(ctx, n, o)
+}
+
+// TestLoopBacklogLetsAPeekUnderWayFinish: a backlog's receive that returns
+// while its peek is under way does not cancel the peek (cancelled peeks
+// cost the SDK its links: token requests and a stalled flood against the
+// stand-in), and every message still reaches the core.
+func TestLoopBacklogLetsAPeekUnderWayFinish(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := newMemEntity(30 * time.Second)
+		us := users(5)
+		var bodies [][]byte
+		for i, u := range us {
+			bodies = append(bodies, v1(u.ID, "Busy", i))
+		}
+		e.send(bodies...)
+		peeks := &slowPeeks{delay: 50 * time.Millisecond}
+		open := func(path string) (receiver, error) {
+			r, err := e.receiver(path)
+			peeks.receiver = r
+			return peeks, err
+		}
+		h := runMem(t, e, Options{Users: us, BatchSize: 5, BacklogWait: time.Hour, openReceiver: open}, true)
+		// The probe's peek, the first receive (the five), and the next one
+		// waits with its peek under way: a message arrives meanwhile.
+		time.Sleep(60 * time.Millisecond)
+		e.send(v1(us[0].ID, "Away", 10))
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if n := peeks.cancelled.Load(); n != 0 {
+			t.Errorf("%d peeks cancelled under way, want none", n)
+		}
+		if e.count("complete") != 6 || e.active() != 0 {
+			t.Errorf("%d completed, %d left; want all 6 completed", e.count("complete"), e.active())
+		}
+		_, last := h.core.snapshot()
+		if got := last[us[0].ID].Availability; got != presence.AvailabilityAway {
+			t.Errorf("user 0 ends %q, want Away", got)
 		}
 		h.stop(t)
 	})
