@@ -279,7 +279,7 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 		var err error
 		msgs, err = r.rcv.ReceiveMessages(rctx, want, &azservicebus.ReceiveMessagesOptions{TimeAfterFirstMessage: r.opts.BacklogTimeAfterFirstMessage})
 		cancel()
-		end := <-drained
+		end := drained()
 		if err != nil {
 			break // the backlog is drained, or the next receive reports the failure
 		}
@@ -300,8 +300,9 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 // last, and cancels the receive (through cancel) when there is none: the
 // backlog is drained, and waiting BacklogWait for more would only hold back
 // its states. A peek also shows locked messages, so the ones already on
-// their way to this receiver keep the receive going. The channel yields
-// whether the backlog was found drained.
+// their way to this receiver keep the receive going. The function it
+// returns says, once the receive has returned, whether the peek cut it
+// short (the backlog is drained).
 //
 // The delay spares the broker a peek per receive while messages flow (a
 // flood taken a few at a time): a receive that finds messages returns
@@ -309,32 +310,29 @@ func (r *entityReceiver) handleBatch(ctx context.Context, sub bridge.Submitter, 
 // peekGrace) before peeking once a receive of the backlog has brought
 // messages; the first one, which often finds nothing (two users changed
 // at once), peeks at once. No peek starts once the receive has returned,
-// and one under way is not cancelled when it returns (only with ctx):
-// cancelling peeks under way cost the SDK its links (measured in the
-// household flood: up to 170 token requests to the stand-in where 0 are
-// due, and one flood stalled for 30 s).
-func (r *entityReceiver) watchDrained(ctx, rctx context.Context, cancel context.CancelFunc, last int64, delay time.Duration) <-chan bool {
-	out := make(chan bool, 1)
+// and one under way is neither cancelled when it returns (only with ctx)
+// nor waited for: cancelling peeks under way cost the SDK its links
+// (measured in the household flood: up to 170 token requests to the
+// stand-in where none are due, and one flood stalled for 30 s).
+func (r *entityReceiver) watchDrained(ctx, rctx context.Context, cancel context.CancelFunc, last int64, delay time.Duration) (drained func() bool) {
+	var cut atomic.Bool
 	if last == 0 {
-		out <- false // no sequence numbers: wait as before
-		return out
+		return cut.Load // no sequence numbers: wait as before
 	}
 	go func() {
 		if delay > 0 && !bo.Sleep(rctx, delay) || rctx.Err() != nil {
-			out <- false // the receive returned first
-			return
+			return // the receive returned first
 		}
 		pctx, pcancel := context.WithTimeout(ctx, r.opts.SettleTimeout)
 		defer pcancel()
 		next := last + 1
 		peeked, err := r.rcv.PeekMessages(pctx, 1, &azservicebus.PeekMessagesOptions{FromSequenceNumber: &next})
-		drained := err == nil && len(peeked) == 0
-		if drained {
+		if err == nil && len(peeked) == 0 {
+			cut.Store(true)
 			cancel()
 		}
-		out <- drained
 	}()
-	return out
+	return cut.Load
 }
 
 // peekGrace is how much longer than BacklogTimeAfterFirstMessage a backlog's
