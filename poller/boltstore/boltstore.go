@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -45,7 +46,8 @@ var (
 
 // Store is a poller.Store in one bbolt file.
 type Store struct {
-	db *bolt.DB
+	db      *bolt.DB
+	writers atomic.Int32 // writes under way
 }
 
 var _ poller.Store = (*Store)(nil)
@@ -76,8 +78,14 @@ func Open(dir string, wait time.Duration) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("boltstore: init %s: %w", path, err)
 	}
+	// A write waits at most this long for others to share its commit.
+	db.MaxBatchDelay = batchDelay
 	return &Store{db: db}, nil
 }
+
+// batchDelay bounds what a batched write waits for company (bbolt's default
+// is 10 ms); while a commit is under way the next writers gather anyway.
+const batchDelay = time.Millisecond
 
 // Close releases the file.
 func (s *Store) Close() error { return s.db.Close() }
@@ -311,8 +319,20 @@ func (s *Store) PutKeyRing(ctx context.Context, sealed []byte, ifMatch poller.ET
 
 func etag(v uint64) poller.ETag { return poller.ETag(strconv.FormatUint(v, 10)) }
 
+// update runs fn in a write transaction. A write that finds others under
+// way shares their next commit (bbolt's Batch: one commit and one fsync for
+// all of them), so that under load (the webhook's notifications beside the
+// workers' writes) writes are not one synced transaction each; a lone
+// write commits at once. fn may run more than once (every fn here is a
+// pure function of the transaction).
 func (s *Store) update(fn func(*bolt.Tx) error) error {
-	err := s.db.Update(fn)
+	var err error
+	if s.writers.Add(1) == 1 {
+		err = s.db.Update(fn)
+	} else {
+		err = s.db.Batch(fn)
+	}
+	s.writers.Add(-1)
 	if err != nil && !errors.Is(err, poller.ErrConflict) && !errors.Is(err, poller.ErrNotFound) {
 		return fmt.Errorf("boltstore: %w", err)
 	}
