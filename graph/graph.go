@@ -197,55 +197,71 @@ func (c *Client) ByUserIDs(ctx context.Context, tenantID, token string, ids []pr
 }
 
 func (c *Client) do(ctx context.Context, tenantID, token, method, path string, body []byte, into any) error {
-	t := c.tenant(tenantID)
-	release, err := t.acquire(ctx)
+	what := method + " " + path
+	status, data, err := roundTrip(ctx, c.http, c.log, c.tenant(tenantID), tenantID, token, method, c.endpoint+path, what, body, maxBody+1)
 	if err != nil {
 		return err
+	}
+	switch {
+	case status == http.StatusOK:
+	case status == http.StatusForbidden:
+		return ErrForbidden
+	default:
+		code, _ := errorDetail(data)
+		return &StatusError{Status: status, Code: code}
+	}
+	if len(data) > maxBody {
+		return fmt.Errorf("graph: %s: reply over %d bytes", what, maxBody)
+	}
+	if err := json.Unmarshal(data, into); err != nil {
+		return fmt.Errorf("graph: %s: reply is not the expected JSON: %w", what, err)
+	}
+	return nil
+}
+
+// roundTrip is one request to Graph within a tenant's pacing (what names it
+// in errors and logs): it reads at most limit bytes of the reply and turns
+// 401 into ErrUnauthorized, and 429 and 503 into a *ThrottledError that
+// also holds back the tenant's next requests until Retry-After; any other
+// status is the caller's to judge.
+func roundTrip(ctx context.Context, hc *http.Client, log *slog.Logger, t *tenant, tenantID, token, method, url, what string, body []byte, limit int64) (int, []byte, error) {
+	release, err := t.acquire(ctx)
+	if err != nil {
+		return 0, nil, err
 	}
 	defer release()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.endpoint+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
-		return fmt.Errorf("graph: %w", err)
+		return 0, nil, fmt.Errorf("graph: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("graph: %s %s: %w", method, path, stripURL(err))
+		return 0, nil, fmt.Errorf("graph: %s: %w", what, stripURL(err))
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
-		return fmt.Errorf("graph: %s %s: read reply: %w", method, path, err)
+		return 0, nil, fmt.Errorf("graph: %s: read reply: %w", what, err)
 	}
-	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode == http.StatusUnauthorized:
-		return ErrUnauthorized
-	case resp.StatusCode == http.StatusForbidden:
-		return ErrForbidden
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return 0, nil, ErrUnauthorized
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		until := time.Now().Add(RetryAfter(resp.Header.Get("Retry-After"), time.Now()))
 		t.block(until)
-		c.log.Warn("graph throttled a tenant", "tenant", tenantID, "status", resp.StatusCode, "until", until.UTC().Format(time.RFC3339))
-		return &ThrottledError{TenantID: tenantID, Status: resp.StatusCode, Until: until}
-	default:
-		return &StatusError{Status: resp.StatusCode, Code: errorCode(data)}
+		log.Warn("graph throttled a tenant", "tenant", tenantID, "request", what, "status", resp.StatusCode, "until", until.UTC().Format(time.RFC3339))
+		return 0, nil, &ThrottledError{TenantID: tenantID, Status: resp.StatusCode, Until: until}
 	}
-	if len(data) > maxBody {
-		return fmt.Errorf("graph: %s %s: reply over %d bytes", method, path, maxBody)
-	}
-	if err := json.Unmarshal(data, into); err != nil {
-		return fmt.Errorf("graph: %s %s: reply is not the expected JSON: %w", method, path, err)
-	}
-	return nil
+	return resp.StatusCode, data, nil
 }
 
 // stripURL keeps a transport error from repeating the URL (harmless here,
@@ -258,21 +274,6 @@ func stripURL(err error) error {
 		}
 	}
 	return err
-}
-
-func errorCode(data []byte) string {
-	var e struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	if json.Unmarshal(data, &e) != nil {
-		return ""
-	}
-	if len(e.Error.Code) > 64 {
-		return e.Error.Code[:64]
-	}
-	return e.Error.Code
 }
 
 // RetryAfter reads a Retry-After header (seconds or an HTTP date) relative

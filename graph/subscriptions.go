@@ -1,14 +1,12 @@
 package graph
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -218,58 +216,31 @@ func pathID(id string) string {
 }
 
 func (s *Subscriptions) write(ctx context.Context, tenantID, token, method, path string, body, into any) error {
-	t := s.tenant(tenantID)
-	release, err := t.acquire(ctx)
+	var raw []byte
+	if body != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return fmt.Errorf("graph: %w", err)
+		}
+	}
+	what := method + " subscription"
+	status, data, err := roundTrip(ctx, s.http, s.log, s.tenant(tenantID), tenantID, token, method, s.endpoint+path, what, raw, 1<<20)
 	if err != nil {
 		return err
 	}
-	defer release()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("graph: %w", err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, s.endpoint+path, rd)
-	if err != nil {
-		return fmt.Errorf("graph: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("graph: %s subscription: %w", method, stripURL(err))
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("graph: %s subscription: read reply: %w", method, err)
-	}
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-	case resp.StatusCode == http.StatusUnauthorized:
-		return ErrUnauthorized
-	case resp.StatusCode == http.StatusNotFound:
+	case status >= 200 && status < 300:
+	case status == http.StatusNotFound:
 		return ErrSubscriptionNotFound
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable:
-		until := time.Now().Add(RetryAfter(resp.Header.Get("Retry-After"), time.Now()))
-		t.block(until)
-		s.log.Warn("graph throttled a tenant's subscription writes", "tenant", tenantID, "status", resp.StatusCode, "until", until.UTC().Format(time.RFC3339))
-		return &ThrottledError{TenantID: tenantID, Status: resp.StatusCode, Until: until}
 	default:
 		code, msg := errorDetail(data)
-		return &SubscriptionError{Status: resp.StatusCode, Code: code, Message: msg}
+		return &SubscriptionError{Status: status, Code: code, Message: msg}
 	}
 	if into == nil || len(data) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(data, into); err != nil {
-		return fmt.Errorf("graph: %s subscription: reply is not the expected JSON: %w", method, err)
+		return fmt.Errorf("graph: %s: reply is not the expected JSON: %w", what, err)
 	}
 	return nil
 }
