@@ -23,13 +23,19 @@ import (
 	"github.com/presence-bridge/presence-bridge/presence"
 )
 
-// configFlag registers -config and returns a loader for the file it names.
-func configFlag(fs *flag.FlagSet, env Env) func() (*config.Config, string, error) {
+// configFlag registers -config and returns a loader for the file it names;
+// the loader prints the configuration's problems and says whether it
+// loaded.
+func configFlag(fs *flag.FlagSet, env Env) func() (*config.Config, string, bool) {
 	path := fs.String("config", "", "configuration file (default $"+ConfigEnv+" or "+DefaultConfigPath+")")
-	return func() (*config.Config, string, error) {
+	return func() (*config.Config, string, bool) {
 		p := or(*path, or(env.getenv(ConfigEnv), DefaultConfigPath))
 		cfg, err := config.Load(p, env.LookupEnv)
-		return cfg, p, err
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+			return nil, p, false
+		}
+		return cfg, p, true
 	}
 }
 
@@ -40,9 +46,8 @@ func runCheckConfig(args []string, env Env) int {
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
-	cfg, path, err := load()
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+	cfg, path, ok := load()
+	if !ok {
 		return ExitFailure
 	}
 	out, err := yaml.Marshal(cfg)
@@ -89,9 +94,8 @@ func runAccounts(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "presence-poller: unexpected %q\n", fs.Arg(0))
 		return ExitUsage
 	}
-	cfg, _, err := load()
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+	cfg, _, ok := load()
+	if !ok {
 		return ExitUsage
 	}
 	var list []poller.AccountView
@@ -247,9 +251,8 @@ func runAccountsAdd(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "presence-poller: %v (give the person's object id)\n", err)
 		return ExitUsage
 	}
-	cfg, _, err := load()
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+	cfg, _, ok := load()
+	if !ok {
 		return ExitUsage
 	}
 	req := server.AddRequest{ObjectID: id, TenantID: *tenant, Name: *name}

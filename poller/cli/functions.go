@@ -29,9 +29,8 @@ func runFunctions(ctx context.Context, args []string, env Env) int {
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
-	cfg, path, err := load()
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+	cfg, path, ok := load()
+	if !ok {
 		return ExitUsage
 	}
 	port, err := strconv.Atoi(env.getenv(PortEnv))

@@ -34,9 +34,8 @@ func runServe(ctx context.Context, args []string, env Env) int {
 	if err := fs.Parse(args); err != nil {
 		return ExitUsage
 	}
-	cfg, path, err := load()
-	if err != nil {
-		fmt.Fprintf(env.Stderr, "presence-poller: the configuration has problems:\n%s\n", indent(err.Error()))
+	cfg, path, ok := load()
+	if !ok {
 		return ExitUsage
 	}
 	logger := newLogger(env.Stderr, cfg.LogLevel)
