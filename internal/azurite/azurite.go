@@ -11,7 +11,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/presence-bridge/presence-bridge/internal/testnet"
 )
 
 // Version is the Azurite release the tests run against.
@@ -100,7 +101,7 @@ func Start(tb testing.TB) *Server {
 	dir := tb.TempDir()
 	var lastErr error
 	for range 3 { // a free port can be taken by someone else before node binds it
-		port, err := freePort()
+		port, err := testnet.FreePort()
 		if err != nil {
 			tb.Fatalf("azurite: free port: %v", err)
 		}
@@ -193,13 +194,4 @@ func (s *Server) Stop() {
 	}
 	_ = cmd.Process.Kill()
 	<-done
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/presence-bridge/presence-bridge/internal/testnet"
 )
 
 // Binary is where Debian's mosquitto package installs the broker.
@@ -109,7 +111,7 @@ func Start(t testing.TB, opts ...Option) *Broker {
 
 	var lastErr error
 	for range 3 { // a free port can be taken by someone else before mosquitto binds it
-		port, err := freePort()
+		port, err := testnet.FreePort()
 		if err != nil {
 			t.Fatalf("mosquitto: free port: %v", err)
 		}
@@ -264,15 +266,6 @@ func (b *Broker) start() error {
 	b.cmd, b.done, b.log = cmd, done, log
 	b.mu.Unlock()
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // hashPassword returns a mosquitto password-file hash ("$6$": SHA-512 over
